@@ -1,0 +1,136 @@
+"""The domain objects: a purchase request and its steps, as immutable values.
+
+A :class:`Request` is the whole state of one purchase request; transitions in
+:mod:`flows.machine` take one and return a new one. It serialises to JSON losslessly
+(``model_dump_json`` / ``model_validate_json``), which is how storage keeps it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from flows.money import format_money
+
+Money = Annotated[Decimal, PlainSerializer(str, return_type=str)]
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    WAITING = "waiting"  # a later level, not started yet
+    PENDING = "pending"  # waiting for one of its assignees
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"  # the request was cancelled or ended while this step waited
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Step(_Value):
+    index: int
+    level: str
+    reason: str
+    listed: tuple[str, ...]
+    status: StepStatus = StepStatus.WAITING
+    assignees: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason_text: str | None = None  # a rejection's reason
+    escalated_to: tuple[str, ...] = ()
+    escalated_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        return self.level
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is StepStatus.PENDING
+
+
+class Advice(_Value):
+    """What the advisor said; only its ``flags`` can veto an auto-approval."""
+
+    recommendation: str = "review"
+    risk: str = "low"
+    summary: str = ""
+    flags: tuple[dict[str, Any], ...] = ()
+
+
+class Request(_Value):
+    id: int
+    requester: str
+    amount: Money
+    currency: str
+    base_amount: Money
+    base_currency: str
+    vendor: str | None = None
+    purpose: str
+    cost_center: str | None = None
+    policy_version: str
+    status: RequestStatus = RequestStatus.PENDING
+    steps: tuple[Step, ...] = ()
+    created_at: datetime
+    updated_at: datetime
+    auto_approved: bool = False
+    advice: Advice | None = None
+    outcome_reason: str | None = None  # a rejection's or an unroutable level's reason
+    ended_by: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"PR-{self.id}"
+
+    @property
+    def current(self) -> Step | None:
+        """The step waiting for a decision, if any."""
+        for step in self.steps:
+            if step.status is StepStatus.PENDING:
+                return step
+        return None
+
+    @property
+    def deciders(self) -> tuple[str, ...]:
+        return tuple(s.decided_by for s in self.steps
+                     if s.decided_by is not None and s.status is StepStatus.APPROVED)
+
+    @property
+    def amount_text(self) -> str:
+        """``€25,000.00 (= $27,000.00)`` or ``$9,000.00``."""
+        text = format_money(self.amount, self.currency)
+        if self.currency != self.base_currency:
+            text += f" (= {format_money(self.base_amount, self.base_currency)})"
+        return text
+
+    def step(self, index: int) -> Step | None:
+        return self.steps[index] if 0 <= index < len(self.steps) else None
+
+    def with_step(self, step: Step, **changes: Any) -> Request:
+        steps = list(self.steps)
+        steps[step.index] = step
+        return self.model_copy(update={"steps": tuple(steps), **changes})
+
+
+def parse_ref(text: str) -> int | None:
+    """``PR-42`` (any case, or just ``42``) to 42; anything else to ``None``."""
+    raw = text.strip()
+    if raw.upper().startswith("PR-"):
+        raw = raw[3:]
+    return int(raw) if raw.isdigit() and len(raw) < 19 and int(raw) > 0 else None
+
+
+__all__ = ["Advice", "Request", "RequestStatus", "Step", "StepStatus", "parse_ref"]

@@ -223,13 +223,13 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps decimals exact and refuses duplicate keys."""
 
 
-def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal:
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.Node) -> Decimal | str:
     text = str(loader.construct_scalar(node)).replace("_", "")  # type: ignore[arg-type]
     try:
         return Decimal(text)
     except InvalidOperation:
         # .inf / .nan: keep the text so validation says what is wrong with it
-        return Decimal("NaN")
+        return text
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:

@@ -1,0 +1,107 @@
+"""Engines and transactions: SQLite (aiosqlite, WAL) by default, PostgreSQL (asyncpg).
+
+Every state change runs in a *write* transaction. On SQLite that is ``BEGIN IMMEDIATE`` so
+two writers never both read and then collide on upgrade to a write lock; readers use plain
+``BEGIN`` and see a consistent WAL snapshot. On PostgreSQL, writers lock the rows they read
+(``FOR UPDATE``) and compare the request's version on update, so a lost race is retried
+and re-decided on fresh state rather than recorded twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import StaticPool
+
+DEFAULT_URL = "sqlite+aiosqlite:///./approvals.db"
+_READONLY = "approvals_readonly"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An engine for ``url`` with the pragmas and pool settings this product relies on."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        memory = parsed.database in (None, "", ":memory:")
+        options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+        if memory:
+            options["poolclass"] = StaticPool
+        engine = create_async_engine(url, **options, **kwargs)
+        _sqlite_setup(engine, wal=not memory)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                               **kwargs)
+
+
+def _sqlite_setup(engine: AsyncEngine, *, wal: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself, so writers can ask for IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if wal:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        readonly = conn.get_execution_options().get(_READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+class Database:
+    """The engine and its two kinds of transaction."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self.sqlite = is_sqlite(url)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
+                                            autoflush=False)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction that may change state; commits on success, rolls back on error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only snapshot."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={_READONLY: True})
+            try:
+                yield session
+            finally:
+                session.expunge_all()  # keep what was loaded readable after the snapshot ends
+                await session.rollback()
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        from sqlalchemy import text
+
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.engine.dispose()

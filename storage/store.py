@@ -1,0 +1,462 @@
+"""The store: the one place where commands become transactions.
+
+Each method loads what the core needs, runs a pure transition from :mod:`flows.machine`,
+and writes the new state together with everything the transition asked for -- audit
+entries, timers and outgoing messages -- in one transaction. A request row carries a
+version; a write that finds it changed rolls back and runs the command again on fresh
+state, so two concurrent decisions of one step record exactly one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from flows import machine
+from flows.audit import Break, Entry, make_entry, verify
+from flows.machine import (
+    Audit,
+    CancelTimers,
+    Command,
+    Effect,
+    Notify,
+    Outcome,
+    SendCard,
+    SendReminder,
+    SetTimer,
+    Submit,
+    TimerKind,
+    UpdateCards,
+)
+from flows.model import Advice, Request, Step
+from flows.policy import Policy
+from flows.vendors import vendor_key
+from storage.db import Database
+from storage.tables import (
+    AssignmentRow,
+    AuditHeadRow,
+    AuditRow,
+    CardRow,
+    OutboxRow,
+    PolicyRow,
+    RequestRow,
+    SlackEventRow,
+    TimerRow,
+)
+
+MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
+
+
+class Conflict(Exception):
+    """The request changed between reading and writing it; the command is run again."""
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    id: int
+    request_id: int
+    step: int
+    kind: TimerKind
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    request_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CardRef:
+    request_id: int
+    step: int
+    user: str
+    channel: str
+    ts: str
+
+
+def _cents(amount: Decimal) -> int:
+    return int((amount * 100).to_integral_value())
+
+
+class Store:
+    """Requests, timers, outbox, cards and the audit trail, over one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._policies: dict[str, Policy] = {}
+
+    # ------------------------------------------------------------------ policies
+
+    async def register_policy(self, policy: Policy, *, source: str, at: datetime) -> str:
+        """Keep ``policy`` as a version (its content hash); return the version."""
+        version = policy.version_hash
+        async with self.db.write() as session:
+            await self._ensure_policy(session, policy, source=source, at=at)
+        return version
+
+    async def _ensure_policy(self, session: AsyncSession, policy: Policy, *, source: str,
+                             at: datetime) -> str:
+        version = policy.version_hash
+        if version in self._policies:
+            return version
+        if await session.get(PolicyRow, version) is None:
+            session.add(PolicyRow(hash=version, body=policy.canonical_json(), source=source,
+                                  created_at=at))
+            await session.flush()
+        self._policies[version] = policy
+        return version
+
+    async def policy(self, version: str) -> Policy:
+        """The policy a request is pinned to (cached; versions never change)."""
+        cached = self._policies.get(version)
+        if cached is not None:
+            return cached
+        async with self.db.read() as session:
+            return await self._load_policy(session, version)
+
+    async def _load_policy(self, session: AsyncSession, version: str) -> Policy:
+        cached = self._policies.get(version)
+        if cached is not None:
+            return cached
+        row = await session.get(PolicyRow, version)
+        if row is None:
+            raise LookupError(f"policy version {version} is not in the database")
+        policy = Policy.model_validate_json(row.body)
+        self._policies[version] = policy
+        return policy
+
+    # ------------------------------------------------------------------ commands
+
+    async def submit(self, cmd: Submit, *, policy: Policy, advice: Advice | None = None,
+                     source: str | None = None) -> Outcome:
+        """Create a request. Raises ``RequestInvalid``/``Unroutable``; nothing is stored then."""
+        planned = machine.submit(cmd, request_id=0, policy=policy,
+                                 policy_version=policy.version_hash, advice=advice)
+        async with self.db.write() as session:
+            version = await self._ensure_policy(
+                session, policy, source=source or policy.canonical_json(), at=cmd.at)
+            draft = planned.request
+            row = RequestRow(
+                requester=draft.requester, status=draft.status.value, vendor=draft.vendor,
+                vendor_key=vendor_key(draft.vendor), cost_center=draft.cost_center,
+                currency=draft.currency, base_amount_cents=_cents(draft.base_amount),
+                policy_hash=version, created_at=cmd.at, updated_at=cmd.at, version=0,
+                doc="{}")
+            session.add(row)
+            await session.flush()
+            request = draft.model_copy(update={"id": row.id})
+            outcome = Outcome(request, planned.effects, planned.refusal)
+            await self._save(session, 0, outcome, at=cmd.at)
+        return outcome
+
+    async def act(self, request_id: int, cmd: Command) -> Outcome | None:
+        """Run ``cmd`` on request ``request_id``; ``None`` when there is no such request."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    return await self._act_in(session, request_id, cmd)
+            except Conflict:
+                continue
+        raise RuntimeError(f"PR-{request_id} kept changing; gave up after {MAX_ATTEMPTS} tries")
+
+    async def _act_in(self, session: AsyncSession, request_id: int,
+                      cmd: Command) -> Outcome | None:
+        row = await session.get(RequestRow, request_id, with_for_update=True,
+                                populate_existing=True)
+        if row is None:
+            return None
+        request = Request.model_validate_json(row.doc)
+        policy = await self._load_policy(session, row.policy_hash)
+        outcome = machine.apply(request, cmd, policy=policy)
+        await self._save(session, row.version, outcome, at=cmd.at,
+                         changed=outcome.request != request)
+        return outcome
+
+    async def fire_timer(self, timer: DueTimer, *, now: datetime) -> Outcome | None:
+        """Fire one due timer, exactly once: deleting its row is the claim."""
+        cmd: Command
+        if timer.kind is TimerKind.REMIND:
+            cmd = machine.Remind(step=timer.step, due_at=timer.due_at, at=now)
+        else:
+            cmd = machine.Escalate(step=timer.step, at=now)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    gone = await session.execute(delete(TimerRow).where(TimerRow.id == timer.id))
+                    if getattr(gone, "rowcount", 0) != 1:
+                        return None  # fired elsewhere, or cancelled by a decision
+                    return await self._act_in(session, timer.request_id, cmd)
+            except Conflict:
+                continue
+        raise RuntimeError(f"timer {timer.id} kept conflicting")
+
+    async def due_timers(self, now: datetime, *, limit: int = 100) -> list[DueTimer]:
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                select(TimerRow).where(TimerRow.due_at <= now)
+                .order_by(TimerRow.due_at, TimerRow.id).limit(limit))).scalars().all()
+        return [DueTimer(r.id, r.request_id, r.step, TimerKind(r.kind), r.due_at) for r in rows]
+
+    async def next_timer_due(self) -> datetime | None:
+        async with self.db.read() as session:
+            value: datetime | None = (await session.execute(
+                select(func.min(TimerRow.due_at)))).scalar_one_or_none()
+        return value
+
+    # ------------------------------------------------------------------ persistence
+
+    async def _save(self, session: AsyncSession, version: int, outcome: Outcome, *,
+                    at: datetime, changed: bool = True) -> None:
+        request = outcome.request
+        if changed:
+            result = await session.execute(
+                update(RequestRow)
+                .where(RequestRow.id == request.id, RequestRow.version == version)
+                .values(status=request.status.value, updated_at=request.updated_at,
+                        version=version + 1, doc=request.model_dump_json()))
+            if getattr(result, "rowcount", 0) != 1:
+                raise Conflict(request.ref)
+            await self._project_assignments(session, request)
+        audits = [e for e in outcome.effects if isinstance(e, Audit)]
+        if audits:
+            await self._append(session, [(request.ref, a.event, a.actor, a.data) for a in audits],
+                               at=at)
+        for effect in outcome.effects:
+            self._apply_effect(session, request, effect, at=at)
+        for effect in outcome.effects:
+            if isinstance(effect, CancelTimers):
+                await session.execute(delete(TimerRow).where(
+                    TimerRow.request_id == request.id, TimerRow.step == effect.step))
+        await session.flush()
+
+    def _apply_effect(self, session: AsyncSession, request: Request, effect: Effect, *,
+                      at: datetime) -> None:
+        payload: dict[str, Any]
+        if isinstance(effect, SetTimer):
+            session.add(TimerRow(request_id=request.id, step=effect.step,
+                                 kind=effect.kind.value, due_at=effect.due_at))
+            return
+        if isinstance(effect, SendCard):
+            kind, payload = "card", {"step": effect.step, "user": effect.user}
+        elif isinstance(effect, UpdateCards):
+            kind, payload = "update_cards", {"step": effect.step}
+        elif isinstance(effect, Notify):
+            kind, payload = "notify", {"user": effect.user, "notice": effect.notice.value,
+                                       "step": effect.step}
+        elif isinstance(effect, SendReminder):
+            kind, payload = "reminder", {"step": effect.step, "user": effect.user,
+                                         "waited_seconds": effect.waited_seconds}
+        else:
+            return  # Audit and CancelTimers are written by _save
+        self.enqueue(session, request_id=request.id, kind=kind, payload=payload, at=at)
+
+    @staticmethod
+    def enqueue(session: AsyncSession, *, request_id: int | None, kind: str,
+                payload: dict[str, Any], at: datetime) -> None:
+        session.add(OutboxRow(request_id=request_id, kind=kind,
+                              payload=json.dumps(payload, sort_keys=True), status="pending",
+                              attempts=0, next_attempt_at=at, created_at=at))
+
+    async def _project_assignments(self, session: AsyncSession, request: Request) -> None:
+        await session.execute(delete(AssignmentRow).where(AssignmentRow.request_id == request.id))
+        step = request.current
+        if step is not None:
+            for user in step.assignees:
+                session.add(AssignmentRow(user_id=user, request_id=request.id, step=step.index,
+                                          since=step.started_at or request.updated_at))
+
+    async def _append(self, session: AsyncSession,
+                      items: Sequence[tuple[str | None, str, str, dict[str, Any]]], *,
+                      at: datetime) -> list[Entry]:
+        """Append audit entries, chained to the head; the head row lock serialises writers."""
+        head = (await session.execute(
+            select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()
+        )).scalar_one()
+        seq, prev = head.seq, head.hash
+        entries: list[Entry] = []
+        for ref, event, actor, data in items:
+            seq += 1
+            entry = make_entry(seq=seq, prev_hash=prev, request=ref, event=event, actor=actor,
+                               at=at, data=data)
+            entries.append(entry)
+            session.add(AuditRow(seq=entry.seq, request=entry.request, event=entry.event,
+                                 actor=entry.actor, at=entry.at,
+                                 data=json.dumps(entry.data, sort_keys=True,
+                                                 ensure_ascii=False),
+                                 prev_hash=entry.prev_hash, hash=entry.hash))
+            prev = entry.hash
+        await session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
+                              .values(seq=seq, hash=prev))
+        return entries
+
+    async def record(self, *, request_id: int | None, event: str, actor: str,
+                     data: dict[str, Any], at: datetime) -> None:
+        """Append one audit entry that no transition produced (a delivery, a stray click)."""
+        async with self.db.write() as session:
+            await self._append(session, [(f"PR-{request_id}" if request_id else None, event,
+                                          actor, data)], at=at)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, request_id: int) -> Request | None:
+        async with self.db.read() as session:
+            row = await session.get(RequestRow, request_id)
+            return Request.model_validate_json(row.doc) if row else None
+
+    async def waiting_for(self, user: str, *, limit: int = 50) -> list[tuple[Request, Step]]:
+        """Pending steps ``user`` may decide, oldest first."""
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                select(RequestRow.doc, AssignmentRow.step)
+                .join(RequestRow, RequestRow.id == AssignmentRow.request_id)
+                .where(AssignmentRow.user_id == user)
+                .order_by(AssignmentRow.since, AssignmentRow.request_id).limit(limit))).all()
+        out: list[tuple[Request, Step]] = []
+        for doc, index in rows:
+            request = Request.model_validate_json(doc)
+            out.append((request, request.steps[index]))
+        return out
+
+    async def count_waiting_for(self, user: str) -> int:
+        async with self.db.read() as session:
+            return int((await session.execute(
+                select(func.count()).select_from(AssignmentRow)
+                .where(AssignmentRow.user_id == user))).scalar_one())
+
+    async def requests_of(self, user: str, *, limit: int = 50) -> list[Request]:
+        """``user``'s own requests, newest first."""
+        async with self.db.read() as session:
+            docs = (await session.execute(
+                select(RequestRow.doc).where(RequestRow.requester == user)
+                .order_by(RequestRow.created_at.desc(), RequestRow.id.desc())
+                .limit(limit))).scalars().all()
+        return [Request.model_validate_json(doc) for doc in docs]
+
+    # ------------------------------------------------------------------ outbox
+
+    async def claim_outbox(self, now: datetime, *, limit: int = 50,
+                           lease_seconds: float = 30) -> list[OutboxItem]:
+        """Take up to ``limit`` due messages; others skip them until the lease runs out."""
+        from datetime import timedelta
+
+        async with self.db.write() as session:
+            query = (select(OutboxRow)
+                     .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
+                     .order_by(OutboxRow.id).limit(limit))
+            if not self.db.sqlite:
+                query = query.with_for_update(skip_locked=True)
+            rows = (await session.execute(query)).scalars().all()
+            lease = now + timedelta(seconds=lease_seconds)
+            for row in rows:
+                row.attempts += 1
+                row.next_attempt_at = lease
+            items = [OutboxItem(r.id, r.request_id, r.kind, json.loads(r.payload), r.attempts,
+                                r.created_at) for r in rows]
+        return items
+
+    async def outbox_done(self, item_id: int, *, at: datetime, card: CardRef | None = None,
+                          audit: tuple[str, str, dict[str, Any]] | None = None) -> None:
+        """Mark a message sent, with the card it made and its audit entry, atomically."""
+        async with self.db.write() as session:
+            row = await session.get(OutboxRow, item_id, with_for_update=True)
+            if row is None or row.status == "sent":
+                return
+            row.status, row.sent_at, row.last_error = "sent", at, None
+            if card is not None:
+                await self._save_card(session, card, at=at)
+            if audit is not None and row.request_id is not None:
+                event, actor, data = audit
+                await self._append(session, [(f"PR-{row.request_id}", event, actor, data)],
+                                   at=at)
+
+    async def outbox_retry(self, item_id: int, *, error: str, retry_at: datetime,
+                           dead: bool = False) -> None:
+        async with self.db.write() as session:
+            await session.execute(update(OutboxRow).where(OutboxRow.id == item_id).values(
+                status="dead" if dead else "pending", next_attempt_at=retry_at,
+                last_error=error[:2000]))
+
+    async def outbox_counts(self) -> dict[str, int]:
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                select(OutboxRow.status, func.count()).group_by(OutboxRow.status))).all()
+        return {status: int(count) for status, count in rows}
+
+    async def _save_card(self, session: AsyncSession, card: CardRef, *, at: datetime) -> None:
+        existing = (await session.execute(select(CardRow).where(
+            CardRow.request_id == card.request_id, CardRow.step == card.step,
+            CardRow.user_id == card.user))).scalar_one_or_none()
+        if existing is None:
+            session.add(CardRow(request_id=card.request_id, step=card.step, user_id=card.user,
+                                channel=card.channel, ts=card.ts, created_at=at))
+        else:
+            existing.channel, existing.ts = card.channel, card.ts
+
+    async def cards(self, request_id: int, step: int | None = None) -> list[CardRef]:
+        async with self.db.read() as session:
+            query = select(CardRow).where(CardRow.request_id == request_id)
+            if step is not None:
+                query = query.where(CardRow.step == step)
+            rows = (await session.execute(query.order_by(CardRow.id))).scalars().all()
+        return [CardRef(r.request_id, r.step, r.user_id, r.channel, r.ts) for r in rows]
+
+    async def first_delivery(self, event_id: str, *, at: datetime) -> bool:
+        """True the first time ``event_id`` is seen (Slack retries deliveries)."""
+        async with self.db.write() as session:
+            if await session.get(SlackEventRow, event_id) is not None:
+                return False
+            session.add(SlackEventRow(event_id=event_id, received_at=at))
+        return True
+
+    # ------------------------------------------------------------------ audit reads
+
+    async def audit_for(self, request_id: int) -> list[Entry]:
+        async with self.db.read() as session:
+            rows = (await session.execute(
+                select(AuditRow).where(AuditRow.request == f"PR-{request_id}")
+                .order_by(AuditRow.seq))).scalars().all()
+        return [_entry(r) for r in rows]
+
+    async def audit_entries(self, *, batch: int = 1000) -> AsyncIterator[Entry]:
+        """Every entry in order, read in batches (constant memory)."""
+        last = 0
+        while True:
+            async with self.db.read() as session:
+                rows = (await session.execute(
+                    select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq)
+                    .limit(batch))).scalars().all()
+            if not rows:
+                return
+            for row in rows:
+                yield _entry(row)
+            last = rows[-1].seq
+
+    async def verify_audit(self) -> Break | None:
+        """Check the whole chain against its head; the first break, or ``None``."""
+        async with self.db.read() as session:
+            head_row = await session.get(AuditHeadRow, 1)
+            head = (head_row.seq, head_row.hash) if head_row else None
+            # entries appended after the head was read are not part of this check
+            limit = head[0] if head else None
+            query = select(AuditRow).order_by(AuditRow.seq)
+            if limit is not None:
+                query = query.where(AuditRow.seq <= limit)
+            rows = (await session.execute(query)).scalars().all()
+        return verify((_entry(r) for r in rows), head=head)
+
+
+def _entry(row: AuditRow) -> Entry:
+    return Entry(seq=row.seq, request=row.request, event=row.event, actor=row.actor, at=row.at,
+                 data=json.loads(row.data), prev_hash=row.prev_hash, hash=row.hash)

@@ -309,6 +309,21 @@ def _check_decision(request: Request, step_index: int, actor: str) -> Refusal | 
     return step
 
 
+def may_decide(request: Request, step_index: int, actor: str) -> Refusal | None:
+    """Why ``actor`` may not decide step ``step_index`` now, or ``None`` when they may."""
+    checked = _check_decision(request, step_index, actor)
+    return checked if isinstance(checked, Refusal) else None
+
+
+def refusal_audit(refusal: Refusal, *, actor: str, action: str, step: int | None) -> Audit:
+    """The ``click_refused`` entry for a refusal found outside a transition."""
+    data: dict[str, Any] = {"action": action, "code": refusal.code.value,
+                            "reason": refusal.message}
+    if step is not None:
+        data["step"] = step
+    return Audit("click_refused", actor, data)
+
+
 def _why_not_pending(request: Request, step: Step) -> str:
     if step.status in {StepStatus.APPROVED, StepStatus.REJECTED}:
         when = step.decided_at.strftime("%Y-%m-%d %H:%M UTC") if step.decided_at else ""
@@ -321,11 +336,8 @@ def _why_not_pending(request: Request, step: Step) -> str:
 
 def _refused(request: Request, refusal: Refusal, actor: str, action: str,
              step: int | None) -> Outcome:
-    data: dict[str, Any] = {"action": action, "code": refusal.code.value,
-                            "reason": refusal.message}
-    if step is not None:
-        data["step"] = step
-    return Outcome(request, (Audit("click_refused", actor, data),), refusal)
+    return Outcome(request, (refusal_audit(refusal, actor=actor, action=action, step=step),),
+                   refusal)
 
 
 def approve(request: Request, cmd: Approve, *, policy: Policy) -> Outcome:

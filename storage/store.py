@@ -28,6 +28,8 @@ from flows.machine import (
     Effect,
     Notify,
     Outcome,
+    Refusal,
+    RefusalCode,
     SendCard,
     SendReminder,
     SetTimer,
@@ -140,8 +142,12 @@ class Store:
     # ------------------------------------------------------------------ commands
 
     async def submit(self, cmd: Submit, *, policy: Policy, advice: Advice | None = None,
-                     source: str | None = None) -> Outcome:
-        """Create a request. Raises ``RequestInvalid``/``Unroutable``; nothing is stored then."""
+                     source: str | None = None, receipt: bool = False) -> Outcome:
+        """Create a request. Raises ``RequestInvalid``/``Unroutable``; nothing is stored then.
+
+        ``receipt`` also queues a DM telling the requester the new ``PR-<n>`` (for a
+        submission whose acknowledgement cannot carry it, like a modal's).
+        """
         planned = machine.submit(cmd, request_id=0, policy=policy,
                                  policy_version=policy.version_hash, advice=advice)
         async with self.db.write() as session:
@@ -159,7 +165,27 @@ class Store:
             request = draft.model_copy(update={"id": row.id})
             outcome = Outcome(request, planned.effects, planned.refusal)
             await self._save(session, 0, outcome, at=cmd.at)
+            if receipt:
+                self.enqueue(session, request_id=request.id, kind="receipt",
+                             payload={"user": request.requester}, at=cmd.at)
         return outcome
+
+    async def refuse_unless_decider(self, request_id: int, step: int, *, actor: str,
+                                    action: str, at: datetime) -> Refusal | None:
+        """Check, without deciding, that ``actor`` may decide; audit the refusal if not."""
+        request = await self.get(request_id)
+        if request is None:
+            refusal = Refusal(RefusalCode.STEP_NOT_PENDING,
+                              f"PR-{request_id} does not exist here any more.")
+        else:
+            found = machine.may_decide(request, step, actor)
+            if found is None:
+                return None
+            refusal = found
+        audit = machine.refusal_audit(refusal, actor=actor, action=action, step=step)
+        await self.record(request_id=request_id if request else None, event=audit.event,
+                          actor=actor, data={**audit.data, "request_id": request_id}, at=at)
+        return refusal
 
     async def act(self, request_id: int, cmd: Command) -> Outcome | None:
         """Run ``cmd`` on request ``request_id``; ``None`` when there is no such request."""
@@ -239,6 +265,10 @@ class Store:
             if isinstance(effect, CancelTimers):
                 await session.execute(delete(TimerRow).where(
                     TimerRow.request_id == request.id, TimerRow.step == effect.step))
+        if changed:  # their App Homes show this request: refresh them after the cards
+            for user in _people(request):
+                self.enqueue(session, request_id=request.id, kind="home",
+                             payload={"user": user}, at=at)
         await session.flush()
 
     def _apply_effect(self, session: AsyncSession, request: Request, effect: Effect, *,
@@ -455,6 +485,14 @@ class Store:
                 query = query.where(AuditRow.seq <= limit)
             rows = (await session.execute(query)).scalars().all()
         return verify((_entry(r) for r in rows), head=head)
+
+
+def _people(request: Request) -> list[str]:
+    """Everyone whose App Home shows this request: the requester and its assignees."""
+    users = dict.fromkeys([request.requester])
+    for step in request.steps:
+        users.update(dict.fromkeys(step.assignees))
+    return list(users)
 
 
 def _entry(row: AuditRow) -> Entry:

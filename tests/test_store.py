@@ -53,7 +53,8 @@ async def test_submit_commits_request_timers_outbox_and_audit_together(store: St
         assignments = (await session.execute(select(AssignmentRow))).scalars().all()
     assert sorted((t.kind, t.due_at - T0) for t in timers) == [
         ("escalate", timedelta(hours=48)), ("remind", timedelta(hours=4))]
-    assert [(o.kind, o.status) for o in outbox] == [("card", "pending")]
+    assert [(o.kind, o.status) for o in outbox] == [
+        ("card", "pending"), ("home", "pending"), ("home", "pending")]
     assert [(a.user_id, a.step) for a in assignments] == [("U_BOB", 0)]
     trail = await store.audit_for(request.id)
     assert [e.event for e in trail] == ["submitted"]
@@ -175,7 +176,9 @@ async def test_requests_stay_on_the_policy_version_they_started_with(store: Stor
 async def test_outbox_lease_and_delivery_record(store: Store, policy: Policy) -> None:
     request = (await store.submit(submit_cmd(9000), policy=policy)).request
     claimed = await store.claim_outbox(T0)
-    assert [(i.kind, i.payload) for i in claimed] == [("card", {"step": 0, "user": "U_BOB"})]
+    assert [(i.kind, i.payload) for i in claimed] == [
+        ("card", {"step": 0, "user": "U_BOB"}), ("home", {"user": "U_ALICE"}),
+        ("home", {"user": "U_BOB"})]
     assert await store.claim_outbox(T0 + timedelta(seconds=5)) == []  # leased
     await store.outbox_done(claimed[0].id, at=T0,
                             card=CardRef(request.id, 0, "U_BOB", "D_BOB", "1.000100"),
@@ -184,7 +187,7 @@ async def test_outbox_lease_and_delivery_record(store: Store, policy: Policy) ->
     assert await store.cards(request.id, 0) == [
         CardRef(request.id, 0, "U_BOB", "D_BOB", "1.000100")]
     assert await store.claim_outbox(T0 + timedelta(minutes=5)) == []
-    assert await store.outbox_counts() == {"sent": 1}
+    assert await store.outbox_counts() == {"sent": 1, "pending": 2}
     assert [e.event for e in await store.audit_for(request.id)] == ["submitted", "card_sent"]
 
 

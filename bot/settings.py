@@ -1,0 +1,78 @@
+"""Configuration: read once from the environment (or ``.env``), never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from flows.errors import ApprovalsError
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_AI_MODEL = "gpt-4o-mini"
+
+
+class ConfigError(ApprovalsError):
+    """Configuration that stops start-up (exit code 2)."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the contract, by its environment variable name."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False)
+
+    slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default=DEFAULT_SLACK_API_URL, alias="SLACK_API_URL")
+    database_url: str = Field(default="sqlite+aiosqlite:///./approvals.db",
+                              alias="DATABASE_URL")
+    policy_path: Path = Field(default=Path("./policy.yml"), alias="APPROVALS_POLICY")
+    openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    ai_model: str = Field(default=DEFAULT_AI_MODEL, alias="APPROVALS_AI_MODEL")
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"is not a database URL: {value!r}") from None
+        if url.drivername not in {"sqlite+aiosqlite", "postgresql+asyncpg"}:
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+                             f"got {url.drivername}://")
+        return value
+
+    def require_slack(self, *, socket: bool) -> None:
+        """Stop with the missing variable's name when Slack cannot be reached."""
+        if not self.slack_bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN is not set: give the bot token (xoxb-...)")
+        if socket and not self.slack_app_token:
+            raise ConfigError("SLACK_APP_TOKEN is not set: Socket Mode needs the app-level "
+                              "token (xapp-...)")
+        if not socket and not self.slack_signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode verifies every "
+                              "request from Slack with it")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; a bad value becomes one :class:`ConfigError` line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "configuration"
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name.upper()}: {msg}") from None

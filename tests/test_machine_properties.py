@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -144,7 +145,7 @@ def _check(request: Request) -> None:
             earlier = {s.decided_by for s in request.steps[:step.index]}
             assert request.requester not in step.assignees
             assert not earlier & set(step.assignees)
-    for before, after in zip(request.steps, request.steps[1:], strict=False):
+    for before, after in pairwise(request.steps):
         if after.status is not StepStatus.WAITING:
             assert before.status is StepStatus.APPROVED, "a level started out of order"
 

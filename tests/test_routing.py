@@ -48,9 +48,10 @@ def _submit(policy: Policy, amount: str, *, requester: str = "U_ALICE",
                   advice=advice)
 
 
-def _route(policy: Policy, amount: str, **kwargs: str) -> list[tuple[str, tuple[str, ...]]]:
+def _route(policy: Policy, amount: str, *, requester: str = "U_ALICE",
+           currency: str = "USD") -> list[tuple[str, tuple[str, ...]]]:
     """Submit, then let the first assignee of each level approve it; list (level, assignees)."""
-    request = _submit(policy, amount, **kwargs).request
+    request = _submit(policy, amount, requester=requester, currency=currency).request
     route: list[tuple[str, tuple[str, ...]]] = []
     at = T0
     while (step := request.current) is not None:

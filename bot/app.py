@@ -1,0 +1,315 @@
+"""The Bolt app: Slack listeners that acknowledge, hand off to the store, and answer.
+
+Each listener is a few lines: parse what Slack sent (typed values from :mod:`bot.ids` and
+:mod:`bot.commands`), run one command through :class:`storage.store.Store`, answer the
+person, and wake the outbox worker, which sends and updates the cards. Who may decide is
+checked by the core for every click, never by who was shown a button. Errors become
+one sentence for the person in :func:`user_message`; nobody sees a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from bot import cards
+from bot.commands import (
+    CancelRequest,
+    CreateRequest,
+    ListRequests,
+    OpenModal,
+    ShowHelp,
+    ShowStatus,
+    help_text,
+    parse_command,
+    parse_modal,
+)
+from bot.ids import (
+    SLASH_COMMAND,
+    ActionId,
+    CallbackId,
+    EventType,
+    InputId,
+    RejectMetadata,
+    RequestModalMetadata,
+    StepValue,
+)
+from bot.runtime import Runtime
+from flows.errors import ApprovalsError, RequestInvalid, Unroutable
+from flows.machine import Approve, Cancel, Reject, Submit
+from flows.model import Request
+
+log = logging.getLogger("approvals.slack")
+
+ANSWER_WITHIN = 2.5  # seconds: Slack gives 3 to acknowledge
+TRY_AGAIN = ("The approvals database is not answering right now. Nothing was changed; "
+             "try again in a moment.")
+
+
+def user_message(exc: BaseException) -> str:
+    """The one place an exception becomes words for a person."""
+    if isinstance(exc, RequestInvalid):
+        return f"That didn't work: {exc.message}."
+    if isinstance(exc, Unroutable):
+        return f"This request can't be routed: {exc}. Ask your finance team to check the policy."
+    if isinstance(exc, ApprovalsError):
+        return str(exc)
+    if isinstance(exc, OperationalError | DBAPIError | OSError | TimeoutError):
+        return TRY_AGAIN
+    return "Something went wrong on our side and nothing was changed. Try again in a moment."
+
+
+async def _bounded(work: Awaitable[str]) -> str:
+    """``work``'s answer, or a clear one if it fails or is too slow to ack in time."""
+    try:
+        return await asyncio.wait_for(work, timeout=ANSWER_WITHIN)
+    except Exception as exc:
+        if not isinstance(exc, ApprovalsError):
+            log.exception("a Slack request failed")
+        return user_message(exc)
+
+
+def build_app(runtime: Runtime, *, process_before_response: bool = False) -> AsyncApp:
+    """The Bolt app for ``runtime`` (HTTP or Socket Mode)."""
+    settings = runtime.settings
+    app = AsyncApp(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret,
+                   client=runtime.client, process_before_response=process_before_response,
+                   request_verification_enabled=settings.slack_signing_secret is not None)
+    store, clock = runtime.store, runtime.clock
+
+    def currencies() -> tuple[str, ...]:
+        return runtime.policy.accepted_currencies
+
+    async def tell(body: dict[str, Any], client: AsyncWebClient, text: str,
+                   respond: AsyncRespond | None = None) -> None:
+        """An answer only the clicker sees: ephemeral via response_url, else by DM."""
+        user = body["user"]["id"]
+        try:
+            if respond is not None and body.get("response_url"):
+                await respond(text=text, response_type="ephemeral", replace_original=False)
+            else:
+                await client.chat_postMessage(channel=user, text=text)
+        except Exception:
+            log.exception("could not tell %s: %s", user, text)
+
+    # ------------------------------------------------------------------ /purchase
+
+    @app.command(SLASH_COMMAND)
+    async def purchase(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+        user = command["user_id"]
+        try:
+            parsed = parse_command(command.get("text") or "", currencies=currencies())
+        except RequestInvalid as exc:
+            await ack(text=f"{exc.message}\n\n{help_text()}")
+            return
+        if isinstance(parsed, OpenModal):
+            await ack()
+            await open_request_modal(client, command["trigger_id"],
+                                     RequestModalMetadata(
+                                         channel=command.get("channel_id"),
+                                         response_url=command.get("response_url")))
+            return
+        answer = await _bounded(_answer(parsed, user))
+        await ack(text=answer)
+        runtime.wake()
+
+    async def _answer(parsed: object, user: str) -> str:
+        if isinstance(parsed, ShowHelp):
+            return help_text()
+        if isinstance(parsed, CreateRequest):
+            created = await store.submit(Submit(
+                requester=user, amount=parsed.amount,
+                currency=parsed.currency or runtime.policy.currency, purpose=parsed.purpose,
+                at=clock.now()), policy=runtime.policy, source=runtime.policy_source)
+            return cards.submitted_text(created.request)
+        if isinstance(parsed, ListRequests):
+            return cards.list_text(await store.requests_of(user),
+                                   await store.waiting_for(user))
+        if isinstance(parsed, ShowStatus):
+            request = await store.get(parsed.request_id)
+            if request is None or not _may_see(request, user):
+                return f"There is no request PR-{parsed.request_id} that you can see."
+            return cards.status_text(request)
+        if isinstance(parsed, CancelRequest):
+            outcome = await store.act(parsed.request_id, Cancel(actor=user, at=clock.now()))
+            if outcome is None:
+                return f"There is no request PR-{parsed.request_id}."
+            if outcome.refusal is not None:
+                return outcome.refusal.message
+            return f"Cancelled *{outcome.request.ref}*."
+        raise AssertionError(f"unhandled command {parsed!r}")
+
+    async def open_request_modal(client: AsyncWebClient, trigger_id: str,
+                                 metadata: RequestModalMetadata) -> None:
+        view = cards.request_modal(currencies(), base_currency=runtime.policy.currency,
+                                   metadata=metadata)
+        try:
+            await client.views_open(trigger_id=trigger_id, view=view)
+        except Exception:
+            log.exception("views.open failed")
+
+    @app.view(CallbackId.PURCHASE_REQUEST.value)
+    async def request_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body["user"]["id"]
+        form = parse_modal(view["state"]["values"], currencies())
+        if isinstance(form, dict):
+            await ack(response_action="errors", errors=form)
+            return
+        try:
+            await asyncio.wait_for(store.submit(Submit(
+                requester=user, amount=form.amount, currency=form.currency, vendor=form.vendor,
+                purpose=form.purpose, cost_center=form.cost_center, at=clock.now()),
+                policy=runtime.policy, source=runtime.policy_source, receipt=True),
+                timeout=ANSWER_WITHIN)
+        except RequestInvalid as exc:
+            field = exc.field if exc.field in {i.value for i in InputId} else InputId.AMOUNT
+            await ack(response_action="errors", errors={str(field): exc.message})
+            return
+        except Exception as exc:
+            if not isinstance(exc, ApprovalsError):
+                log.exception("submission failed")
+            await ack(response_action="errors",
+                      errors={InputId.PURPOSE.value: user_message(exc)})
+            return
+        await ack()
+        runtime.wake()
+
+    # ------------------------------------------------------------------ decisions
+
+    @app.action(ActionId.APPROVE.value)
+    async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                      client: AsyncWebClient, respond: AsyncRespond) -> None:
+        await ack()
+        user = body["user"]["id"]
+        value = StepValue.parse(action.get("value"))
+        if value is None:
+            await refuse_unknown(body, client, respond, action.get("value"), "approve")
+            return
+        try:
+            outcome = await store.act(value.request_id,
+                                      Approve(step=value.step, actor=user, at=clock.now()))
+        except Exception as exc:
+            await tell(body, client, user_message(exc), respond)
+            return
+        if outcome is None:
+            await refuse_unknown(body, client, respond, action.get("value"), "approve")
+        elif outcome.refusal is not None:
+            await tell(body, client, outcome.refusal.message, respond)
+        runtime.wake()
+
+    @app.action(ActionId.REJECT.value)
+    async def reject(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                     client: AsyncWebClient, respond: AsyncRespond) -> None:
+        await ack()
+        user = body["user"]["id"]
+        value = StepValue.parse(action.get("value"))
+        if value is None:
+            await refuse_unknown(body, client, respond, action.get("value"), "reject")
+            return
+        try:
+            refusal = await store.refuse_unless_decider(
+                value.request_id, value.step, actor=user, action="reject", at=clock.now())
+            request = None if refusal else await store.get(value.request_id)
+        except Exception as exc:
+            await tell(body, client, user_message(exc), respond)
+            return
+        if refusal is not None or request is None:
+            await tell(body, client, refusal.message if refusal else "That request is gone.",
+                       respond)
+            return
+        container = body.get("container") or {}
+        metadata = RejectMetadata(request_id=value.request_id, step=value.step,
+                                  channel=container.get("channel_id"),
+                                  ts=container.get("message_ts"),
+                                  response_url=body.get("response_url"))
+        view = cards.reject_modal(request, request.steps[value.step], metadata)
+        try:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+        except Exception:
+            log.exception("views.open for a rejection failed")
+            await tell(body, client, "I couldn't open the rejection form; click Reject again.",
+                       respond)
+
+    @app.view(CallbackId.REJECT_REASON.value)
+    async def reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body["user"]["id"]
+        metadata = RejectMetadata.parse(view.get("private_metadata"))
+        field = InputId.REASON.value
+        reason = (((view.get("state") or {}).get("values") or {}).get(field) or {}).get(
+            field, {}).get("value") or ""
+        if metadata is None:
+            await ack(response_action="errors", errors={field: "This form is no longer valid."})
+            return
+        if not reason.strip():
+            await ack(response_action="errors", errors={field: "Give a reason for the rejection."})
+            return
+        try:
+            outcome = await asyncio.wait_for(store.act(metadata.request_id, Reject(
+                step=metadata.step, actor=user, reason=reason, at=clock.now())),
+                timeout=ANSWER_WITHIN)
+        except Exception as exc:
+            await ack(response_action="errors", errors={field: user_message(exc)})
+            return
+        if outcome is None:
+            await ack(response_action="errors", errors={field: "That request is gone."})
+        elif outcome.refusal is not None:
+            await ack(response_action="errors", errors={field: outcome.refusal.message})
+        else:
+            await ack()
+        runtime.wake()
+
+    async def refuse_unknown(body: dict[str, Any], client: AsyncWebClient,
+                             respond: AsyncRespond, raw: object, action: str) -> None:
+        user = body["user"]["id"]
+        text = "This card is out of date: the approval step it was for no longer exists."
+        try:
+            await store.record(request_id=None, event="click_refused", actor=user,
+                               data={"action": action, "code": "unknown_step",
+                                     "value": str(raw)[:200], "reason": text},
+                               at=clock.now())
+        except Exception:
+            log.exception("could not audit a refused click")
+        await tell(body, client, text, respond)
+
+    @app.action(ActionId.OPEN_REQUEST_MODAL.value)
+    async def new_request(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        await open_request_modal(client, body["trigger_id"], RequestModalMetadata())
+
+    # ------------------------------------------------------------------ events
+
+    @app.event(EventType.APP_HOME_OPENED.value)
+    async def home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("tab") not in (None, "home"):
+            return
+        event_id = body.get("event_id")
+        if event_id and not await store.first_delivery(str(event_id), at=clock.now()):
+            return  # a retry of a delivery already handled
+        try:
+            await runtime.deliverer.publish_home(event["user"])
+        except Exception:
+            log.exception("could not publish the App Home of %s", event.get("user"))
+
+    @app.event(EventType.APP_UNINSTALLED.value)
+    @app.event(EventType.TOKENS_REVOKED.value)
+    async def uninstalled(event: dict[str, Any]) -> None:
+        log.warning("Slack says the app lost access (%s); deliveries will fail until it is "
+                    "reinstalled", event.get("type"))
+
+    @app.error
+    async def on_error(error: Exception) -> None:
+        log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
+
+    return app
+
+
+def _may_see(request: Request, user: str) -> bool:
+    """The requester and the request's approvers may see it; nobody else."""
+    return user == request.requester or any(
+        user in step.assignees or user == step.decided_by for step in request.steps)

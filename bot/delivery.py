@@ -1,0 +1,222 @@
+"""The outbox worker: turns committed outbox rows into Slack Web API calls.
+
+Rows are claimed with a lease (so a crashed worker's rows come back), rendered from the
+request's *current* state with the pure builders of :mod:`bot.cards` (so a card sent late
+is never stale), and marked sent in the same transaction that records the card's channel
+and ``ts`` and its ``card_sent`` audit entry. Rows of one request are delivered in order;
+different requests go out concurrently. Failures are retried with backoff (honouring
+``Retry-After`` on 429) and end as ``dead`` with a log line after :data:`MAX_ATTEMPTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import cards
+from bot.clock import Clock
+from flows.machine import Notice
+from flows.model import Request, StepStatus
+from storage.store import CardRef, OutboxItem, Store
+
+log = logging.getLogger("approvals.delivery")
+
+MAX_ATTEMPTS = 10
+BATCH = 50
+CONCURRENCY = 8
+HOME_FETCH = 200  # rows read for one App Home; the view shows fewer and counts the rest
+# Slack errors that no retry can fix: the row goes to dead letters at once.
+PERMANENT = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "missing_scope",
+    "user_not_found", "channel_not_found", "invalid_blocks", "invalid_arguments",
+    "msg_too_long", "no_text", "cannot_dm_bot", "user_disabled", "not_allowed_token_type",
+})
+
+
+class Permanent(Exception):
+    """A delivery that can never succeed (bad data, missing scope, unknown user)."""
+
+
+class Deliverer:
+    def __init__(self, *, store: Store, client: AsyncWebClient, clock: Clock) -> None:
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._dm_channels: dict[str, str] = {}
+
+    async def drain(self, *, max_rounds: int = 100) -> int:
+        """Deliver every due row; returns how many were handled."""
+        handled = 0
+        async with self._lock:
+            for _ in range(max_rounds):
+                items = await self.store.claim_outbox(self.clock.now(), limit=BATCH)
+                if not items:
+                    break
+                handled += len(items)
+                await self._deliver_batch(items)
+        return handled
+
+    async def _deliver_batch(self, items: list[OutboxItem]) -> None:
+        by_request: dict[int | None, list[OutboxItem]] = defaultdict(list)
+        homes: dict[str, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            if item.kind == "home":
+                homes[str(item.payload["user"])].append(item)
+            else:
+                by_request[item.request_id].append(item)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one_request(group: list[OutboxItem]) -> None:
+            async with gate:
+                for item in group:
+                    await self._attempt(item)
+
+        async def one_home(user: str, group: list[OutboxItem]) -> None:
+            async with gate:
+                await self._attempt(group[0], also=group[1:])
+
+        await asyncio.gather(*(one_request(g) for g in by_request.values()))
+        # App Homes last, once per user per batch, showing the state after the batch
+        await asyncio.gather(*(one_home(u, g) for u, g in homes.items()))
+
+    async def _attempt(self, item: OutboxItem, *, also: list[OutboxItem] | None = None) -> None:
+        try:
+            done = await self._send(item)
+        except SlackApiError as exc:
+            await self._failed(item, exc, also=also)
+            return
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            await self._failed(item, exc, also=also)
+            return
+        except Permanent as exc:
+            await self._dead(item, str(exc), also=also)
+            return
+        card, audit = done
+        now = self.clock.now()
+        await self.store.outbox_done(item.id, at=now, card=card, audit=audit)
+        for extra in also or []:
+            await self.store.outbox_done(extra.id, at=now)
+
+    async def _failed(self, item: OutboxItem, exc: Exception, *,
+                      also: list[OutboxItem] | None) -> None:
+        now = self.clock.now()
+        error = _describe(exc)
+        code = exc.response.get("error") if isinstance(exc, SlackApiError) else None
+        if code in PERMANENT or item.attempts >= MAX_ATTEMPTS:
+            await self._dead(item, error, also=also)
+            return
+        delay = _retry_after(exc)
+        if delay is None:
+            delay = min(2.0 ** item.attempts, 300.0)
+        retry_at = now + timedelta(seconds=delay)
+        log.warning("outbox %s (%s) attempt %s failed: %s; retrying in %.0fs", item.id,
+                    item.kind, item.attempts, error, delay)
+        for row in [item, *(also or [])]:
+            await self.store.outbox_retry(row.id, error=error, retry_at=retry_at)
+
+    async def _dead(self, item: OutboxItem, error: str, *, also: list[OutboxItem] | None) -> None:
+        log.error("outbox %s (%s for PR-%s) is dead after %s attempts: %s", item.id, item.kind,
+                  item.request_id, item.attempts, error)
+        for row in [item, *(also or [])]:
+            await self.store.outbox_retry(row.id, error=error, retry_at=self.clock.now(),
+                                          dead=True)
+
+    # ------------------------------------------------------------------ the calls
+
+    async def _send(self, item: OutboxItem
+                    ) -> tuple[CardRef | None, tuple[str, str, dict[str, Any]] | None]:
+        payload = item.payload
+        if item.kind == "home":
+            await self.publish_home(str(payload["user"]))
+            return None, None
+        request = await self.store.get(item.request_id) if item.request_id else None
+        if request is None:
+            raise Permanent(f"request {item.request_id} is gone")
+        if item.kind == "card":
+            return await self._card(item, request)
+        if item.kind == "update_cards":
+            await self._update_cards(request, int(payload["step"]))
+        elif item.kind == "notify":
+            step_index = payload.get("step")
+            step = request.step(int(step_index)) if step_index is not None else None
+            message = cards.outcome_dm(request, Notice(payload["notice"]), step=step)
+            await self.client.chat_postMessage(channel=str(payload["user"]),
+                                               **message.as_kwargs())
+        elif item.kind == "receipt":
+            await self.client.chat_postMessage(channel=str(payload["user"]),
+                                               text=cards.submitted_text(request))
+        elif item.kind == "reminder":
+            await self._reminder(request, payload)
+        else:
+            raise Permanent(f"unknown outbox kind {item.kind!r}")
+        return None, None
+
+    async def _card(self, item: OutboxItem, request: Request
+                    ) -> tuple[CardRef | None, tuple[str, str, dict[str, Any]] | None]:
+        step = request.steps[int(item.payload["step"])]
+        user = str(item.payload["user"])
+        if step.status is not StepStatus.PENDING:
+            return None, None  # decided before its card went out: nobody needs it now
+        message = cards.approval_card(request, step, viewer=user)
+        response = await self.client.chat_postMessage(
+            channel=user, **message.as_kwargs(),
+            metadata={"event_type": "approval_card",
+                      "event_payload": {"outbox_id": item.id, "request": request.id,
+                                        "step": step.index}})
+        channel, ts = str(response["channel"]), str(response["ts"])
+        card = CardRef(request.id, step.index, user, channel, ts)
+        audit = ("card_sent", "system", {"step": step.index, "level": step.level, "to": user,
+                                         "channel": channel, "ts": ts})
+        return card, audit
+
+    async def _update_cards(self, request: Request, index: int) -> None:
+        step = request.steps[index]
+        for card in await self.store.cards(request.id, index):
+            message = cards.approval_card(request, step, viewer=card.user)
+            await self.client.chat_update(channel=card.channel, ts=card.ts,
+                                          **message.as_kwargs())
+
+    async def _reminder(self, request: Request, payload: dict[str, Any]) -> None:
+        index, user = int(payload["step"]), str(payload["user"])
+        step = request.steps[index]
+        if step.status is not StepStatus.PENDING or user not in step.assignees:
+            return
+        message = cards.reminder_dm(request, step, int(payload["waited_seconds"]))
+        card = next((c for c in await self.store.cards(request.id, index) if c.user == user),
+                    None)
+        if card is not None:
+            await self.client.chat_postMessage(channel=card.channel, thread_ts=card.ts,
+                                               **message.as_kwargs())
+        else:
+            await self.client.chat_postMessage(channel=user, **message.as_kwargs())
+
+    async def publish_home(self, user: str) -> None:
+        waiting = await self.store.waiting_for(user, limit=HOME_FETCH)
+        mine = await self.store.requests_of(user, limit=HOME_FETCH)
+        view = cards.home_view(waiting, mine, user)
+        await self.client.views_publish(user_id=user, view=view)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    if isinstance(exc, SlackApiError) and exc.response.status_code == 429:
+        raw = exc.response.headers.get("Retry-After") or exc.response.headers.get(
+            "retry-after")
+        try:
+            return max(float(raw), 0.0) if raw is not None else 1.0
+        except (TypeError, ValueError):
+            return 1.0
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError):
+        return f"Slack answered {exc.response.status_code}: {exc.response.get('error')}"
+    return f"{type(exc).__name__}: {exc}"

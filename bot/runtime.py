@@ -1,0 +1,128 @@
+"""The running bot's parts, wired together: database, store, policy, clock, Slack client,
+the outbox worker and the timer tick.
+
+Nothing here decides anything. :meth:`Runtime.tick` is what APScheduler calls about once a
+second: it fires the timers that are due (each claimed by deleting its row in the same
+transaction as the state change it causes) and delivers the outbox. Listeners call
+:meth:`Runtime.wake` after a commit so messages go out at once instead of on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.clock import Clock, SystemClock
+from bot.delivery import Deliverer
+from bot.settings import ConfigError, Settings
+from flows.policy import Policy, load_policy
+from storage.db import Database
+from storage.migrate import current_revision, head_revision, upgrade
+from storage.store import Store
+
+log = logging.getLogger("approvals.runtime")
+
+TIMER_BATCH = 100
+
+
+class Runtime:
+    def __init__(self, *, settings: Settings, policy: Policy, policy_source: str,
+                 clock: Clock | None = None, db: Database | None = None) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.policy_source = policy_source
+        self.clock: Clock = clock or SystemClock()
+        self.db = db or Database(settings.database_url)
+        self.store = Store(self.db)
+        token = settings.slack_bot_token
+        # Listener calls (views.open, views.publish, ephemeral answers) retry what is safe.
+        self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10,
+                                     retry_handlers=[
+                                         AsyncConnectionErrorRetryHandler(max_retry_count=1),
+                                         AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+                                         AsyncServerErrorRetryHandler(max_retry_count=1)])
+        # The outbox retries by itself, with its own bookkeeping: no hidden retries there.
+        self.outbox_client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
+                                            timeout=10, retry_handlers=[])
+        self.deliverer = Deliverer(store=self.store, client=self.outbox_client,
+                                   clock=self.clock)
+        self._wake = asyncio.Event()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, policy_path: Path | None = None,
+                      clock: Clock | None = None) -> Runtime:
+        path = policy_path or settings.policy_path
+        policy = load_policy(path)
+        return cls(settings=settings, policy=policy,
+                   policy_source=Path(path).read_text(encoding="utf-8"), clock=clock)
+
+    async def prepare(self) -> None:
+        """Bring the schema up to date (SQLite) or check it (PostgreSQL); keep the policy."""
+        if self.db.sqlite:
+            await upgrade(self.db.engine)
+        else:
+            current = await current_revision(self.db.engine)
+            if current != head_revision():
+                raise ConfigError(f"DATABASE_URL: the schema is at revision {current or 'none'}"
+                                  f", not {head_revision()}: run `approvals db upgrade`")
+        await self.store.register_policy(self.policy, source=self.policy_source,
+                                         at=self.clock.now())
+
+    # ------------------------------------------------------------------ background work
+
+    async def tick(self) -> None:
+        """Fire due timers, then deliver the outbox. Safe to call at any time."""
+        try:
+            while True:
+                now = self.clock.now()
+                due = await self.store.due_timers(now, limit=TIMER_BATCH)
+                for timer in due:
+                    await self.store.fire_timer(timer, now=now)
+                if len(due) < TIMER_BATCH:
+                    break
+            await self.deliverer.drain()
+        except Exception:
+            log.exception("tick failed; trying again on the next one")
+
+    def wake(self) -> None:
+        """Deliver the outbox now (after a listener's commit)."""
+        self._wake.set()
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.deliverer.drain()
+            except Exception:
+                log.exception("delivery failed; the next tick retries")
+
+    async def start_background(self) -> None:
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler.add_job(self.tick, "interval", seconds=1, max_instances=1, coalesce=True,
+                          misfire_grace_time=5, id="tick")
+        scheduler.start()
+        self._scheduler = scheduler
+        self._drainer = asyncio.create_task(self._drain_loop(), name="outbox-drain")
+        self.wake()  # whatever an earlier process left behind
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+        await self.db.close()

@@ -1,0 +1,70 @@
+"""HTTP mode (``POST /slack/events``, ``GET /healthz``) under uvicorn, and Socket Mode."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bot.app import build_app
+from bot.ids import EVENTS_PATH
+from bot.runtime import Runtime
+
+log = logging.getLogger("approvals.server")
+
+
+def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True) -> Starlette:
+    """The ASGI app: Slack's endpoint and the health check, with the runtime's lifespan."""
+    handler = AsyncSlackRequestHandler(app)
+
+    async def events(request: Request) -> Response:
+        return await handler.handle(request)
+
+    async def healthz(_: Request) -> Response:
+        if await runtime.db.ping():
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "reason": "the database is not answering"},
+                            status_code=503)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await runtime.prepare()
+        if background:
+            await runtime.start_background()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    return Starlette(routes=[Route(EVENTS_PATH, events, methods=["POST"]),
+                             Route("/healthz", healthz, methods=["GET"])],
+                     lifespan=lifespan)
+
+
+async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
+    import uvicorn
+
+    asgi = build_asgi(runtime, build_app(runtime))
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="info", access_log=False,
+                            lifespan="on")
+    await uvicorn.Server(config).serve()
+
+
+async def serve_socket(runtime: Runtime) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    app = build_app(runtime)
+    await runtime.prepare()
+    await runtime.start_background()
+    try:
+        handler = AsyncSocketModeHandler(app, runtime.settings.slack_app_token)
+        await handler.start_async()
+    finally:
+        await runtime.close()

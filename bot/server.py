@@ -65,6 +65,6 @@ async def serve_socket(runtime: Runtime) -> None:
     await runtime.start_background()
     try:
         handler = AsyncSocketModeHandler(app, runtime.settings.slack_app_token)
-        await handler.start_async()
+        await handler.start_async()  # type: ignore[no-untyped-call]
     finally:
         await runtime.close()

@@ -1,0 +1,528 @@
+"""Block Kit builders: domain objects in, Slack messages and views out. Pure functions.
+
+Each builder takes :mod:`flows.model` values (never a database session or a client) and
+returns what Slack needs, built with :mod:`slack_sdk.models` so Slack's limits are checked
+by the models before anything is sent:
+
+* messages -- :func:`approval_card`, :func:`outcome_dm`, :func:`reminder_dm` -- as a
+  :class:`Message` (``blocks`` plus the plain ``text`` fallback Slack shows in notifications);
+* views -- :func:`request_modal`, :func:`reject_modal`, :func:`home_view` -- as the ``view``
+  dict for ``views.open`` / ``views.publish``;
+* answers to ``/purchase`` -- :func:`submitted_text`, :func:`status_text`, :func:`list_text`
+  -- as mrkdwn strings.
+
+Everything a person typed (purpose, vendor, cost center, a rejection's reason) and whatever
+the advisor wrote is escaped and clipped (:func:`bot.text.safe`); amounts are always shown in
+full (``$120,000.00``), never abbreviated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from babel.numbers import get_currency_name
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.views import View
+
+from bot.ids import ActionId, CallbackId, InputId, RejectMetadata, RequestModalMetadata, StepValue
+from bot.text import clip, duration_words, escape, quote, safe, user, users, when
+from flows.machine import SYSTEM, Notice
+from flows.model import Advice, Request, RequestStatus, Step, StepStatus
+
+# Slack's limits, in characters (https://api.slack.com/reference/block-kit/blocks).
+SECTION_TEXT = 3000
+FIELD_TEXT = 2000
+CONTEXT_TEXT = 2000
+HEADER_TEXT = 150
+BUTTON_TEXT = 75
+OPTION_TEXT = 75
+VIEW_TITLE = 24
+VIEW_BLOCKS = 100
+FALLBACK_TEXT = 3000  # Slack takes 40,000; a notification needs far less
+
+# Longest inputs the modals accept: what a card can show in full in one field.
+PURPOSE_MAX = 2000
+VENDOR_MAX = 150
+COST_CENTER_MAX = 50
+REASON_MAX = 2000
+
+HOME_WAITING_MAX = 15  # each takes two blocks
+HOME_MINE_MAX = 20
+
+_RISK_MARK = {"low": "🟢", "medium": "🟠", "high": "🔴"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message to post or update: ``blocks`` and the notification fallback ``text``."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """``chat.postMessage`` / ``chat.update`` keyword arguments."""
+        return {"text": self.text, "blocks": self.blocks}
+
+
+def _message(text: str, blocks: Sequence[Block]) -> Message:
+    return Message(text=clip(text, FALLBACK_TEXT), blocks=[b.to_dict() for b in blocks])
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=clip(text, SECTION_TEXT)))
+
+
+def _context(text: str) -> ContextBlock:
+    return ContextBlock(elements=[MarkdownTextObject(text=clip(text, CONTEXT_TEXT))])
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def step_label(request: Request, step: Step) -> str:
+    """``Finance, step 2 of 3`` (mrkdwn-safe)."""
+    return f"{escape(step.level)}, step {step.index + 1} of {len(request.steps)}"
+
+
+def _amount(request: Request) -> str:
+    return escape(request.amount_text)
+
+
+def _headline(request: Request) -> str:
+    """``*PR-42* · *€25,000.00 (= $27,000.00)* · from <@U_ALICE>``."""
+    return f"*{request.ref}* · *{_amount(request)}* · from {user(request.requester)}"
+
+
+def _unroutable(request: Request) -> bool:
+    return request.status is RequestStatus.REJECTED and request.ended_by == SYSTEM
+
+
+def describe(request: Request) -> str:
+    """Where a request stands, in one mrkdwn line: ``⏳ pending at *Finance* (step 2 of 3)…``."""
+    if request.status is RequestStatus.PENDING:
+        current = request.current
+        if current is None:
+            return "⏳ pending"
+        return (f"⏳ pending at *{escape(current.level)}* (step {current.index + 1} of "
+                f"{len(request.steps)}), waiting for {users(current.assignees)}")
+    if request.status is RequestStatus.APPROVED:
+        return "✅ approved automatically" if request.auto_approved else "✅ approved"
+    if request.status is RequestStatus.CANCELLED:
+        return "🚫 cancelled by the requester"
+    reason = safe(request.outcome_reason or "no reason given", 500)
+    if _unroutable(request):
+        return f"❌ could not be routed: {reason}"
+    by = f" by {user(request.ended_by)}" if request.ended_by else ""
+    return f"❌ rejected{by}: {reason}"
+
+
+def _decision_buttons(request: Request, step: Step) -> ActionsBlock:
+    value = StepValue(request_id=request.id, step=step.index).encode()
+    return ActionsBlock(elements=[
+        ButtonElement(text="Approve", action_id=ActionId.APPROVE.value, value=value,
+                      style="primary"),
+        ButtonElement(text="Reject", action_id=ActionId.REJECT.value, value=value,
+                      style="danger"),
+    ])
+
+
+def _can_decide(step: Step, viewer: str | None) -> bool:
+    return step.status is StepStatus.PENDING and viewer is not None and viewer in step.assignees
+
+
+def _evidence(value: object) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _flag_line(flag: Mapping[str, Any]) -> str:
+    code = str(flag.get("code", "flag")).replace("`", "")
+    line = f"• `{escape(code)}`"
+    detail = str(flag.get("detail") or "")
+    if detail:
+        line += f": {safe(detail, 500)}"
+    evidence = _evidence(flag.get("evidence"))
+    if evidence:
+        line += f" _(evidence: {safe(evidence, 300)})_"
+    return line
+
+
+def advice_text(advice: Advice) -> str:
+    """The advisor's annotation: verdict and risk at a glance, summary, then each flag."""
+    risk = advice.risk.lower()
+    mark = _RISK_MARK.get(risk, "⚪")
+    lines = [f"*Advisor:* recommends *{escape(advice.recommendation)}* · "
+             f"{mark} risk *{escape(advice.risk)}*"]
+    if advice.summary:
+        lines.append(safe(advice.summary, 500))
+    lines.extend(_flag_line(flag) for flag in advice.flags)
+    return clip("\n".join(lines), SECTION_TEXT)
+
+
+def _advice_glance(advice: Advice | None) -> str:
+    if advice is None:
+        return ""
+    flags = ", ".join(f"`{escape(str(f.get('code', 'flag')).replace('`', ''))}`"
+                      for f in advice.flags)
+    glance = f"Advisor: {escape(advice.recommendation)}, risk {escape(advice.risk)}"
+    return glance + (f" · {flags}" if flags else "")
+
+
+# --------------------------------------------------------------------------- approval card
+
+
+def approval_card(request: Request, step: Step, *, viewer: str | None) -> Message:
+    """The card for ``step`` as ``viewer`` sees it: buttons only for a pending step's assignee.
+
+    The same builder renders the card after the step is decided, cancelled or escalated,
+    so every copy of a step's card can be updated in place.
+    """
+    blocks: list[Block] = [HeaderBlock(text=clip(f"{request.ref} · Purchase approval",
+                                                 HEADER_TEXT))]
+    fields = [
+        MarkdownTextObject(text=f"*Amount*\n{_amount(request)}"),
+        MarkdownTextObject(text=f"*Requested by*\n{user(request.requester)}"),
+        MarkdownTextObject(text=f"*Vendor*\n{safe(request.vendor or '—', FIELD_TEXT - 20)}"),
+        MarkdownTextObject(
+            text=f"*Cost center*\n{safe(request.cost_center or '—', FIELD_TEXT - 20)}"),
+        MarkdownTextObject(text=f"*Level*\n{step_label(request, step)}"),
+        MarkdownTextObject(text=f"*Submitted*\n{when(request.created_at)}"),
+    ]
+    blocks.append(SectionBlock(
+        text=MarkdownTextObject(
+            text=f"{user(request.requester)} requests *{_amount(request)}*"),
+        fields=fields))
+    blocks.append(_section(f"*Purpose*\n{safe(request.purpose, SECTION_TEXT - 20)}"))
+
+    earlier = [s for s in request.steps[: step.index]
+               if s.status is StepStatus.APPROVED and s.decided_by]
+    if earlier:
+        blocks.append(_context("\n".join(
+            f"✅ {escape(s.level)}: approved by {user(s.decided_by or '')}"
+            + (f", {when(s.decided_at)}" if s.decided_at else "") for s in earlier)))
+    if step.notes:
+        blocks.append(_context("\n".join(f"ℹ️ {safe(note, 300)}" for note in step.notes)))
+
+    if request.advice is not None:
+        blocks.append(_section(advice_text(request.advice)))
+    else:
+        blocks.append(_context("🤖 No advisor annotation for this request."))
+
+    blocks.extend(_step_state(request, step, viewer))
+    return _message(_card_fallback(request, step, viewer), blocks)
+
+
+def _step_state(request: Request, step: Step, viewer: str | None) -> list[Block]:
+    """The bottom of a card: who it waits for and the buttons, or the outcome."""
+    if step.status is StepStatus.PENDING:
+        out: list[Block] = []
+        if step.escalated_to:
+            since = f", {when(step.escalated_at)}" if step.escalated_at else ""
+            out.append(_context(f"⏫ Escalated to {users(step.escalated_to)}{since}"))
+        since = f" since {when(step.started_at)}" if step.started_at else ""
+        out.append(_context(f"⏳ Waiting for {users(step.assignees)}{since}"))
+        if _can_decide(step, viewer):
+            out.append(_decision_buttons(request, step))
+        return out
+    at = f" · {when(step.decided_at)}" if step.decided_at else ""
+    if step.status is StepStatus.APPROVED:
+        return [_section(f"✅ *Approved* by {user(step.decided_by or '')}{at}")]
+    if step.status is StepStatus.REJECTED:
+        reason = safe(step.reason_text or "no reason given", REASON_MAX + 500)
+        return [_section(f"❌ *Rejected* by {user(step.decided_by or '')}{at}\n{quote(reason)}")]
+    if step.status is StepStatus.CANCELLED:
+        if request.status is RequestStatus.CANCELLED:
+            return [_section(f"🚫 *Cancelled by the requester*{at}")]
+        return [_section(f"🚫 *Closed*: {describe(request)}")]
+    return [_context("⏸ This level starts once the earlier levels are approved.")]
+
+
+def _card_fallback(request: Request, step: Step, viewer: str | None) -> str:
+    what = (f"{request.ref}: {_amount(request)} from {user(request.requester)} "
+            f"for {safe(request.purpose, 150)}")
+    if step.status is StepStatus.PENDING:
+        ask = "needs your approval" if _can_decide(step, viewer) else "waits for approval"
+        return f"{what} {ask} ({escape(step.level)})"
+    return f"{what}: {escape(step.level)} {step.status.value}"
+
+
+# --------------------------------------------------------------------------- modals
+
+
+def _currency_option(code: str) -> Option:
+    name = get_currency_name(code, locale="en_US")  # the code itself when unknown
+    label = f"{code} · {name}" if name and name != code else code
+    return Option(value=code, text=clip(label, OPTION_TEXT))
+
+
+def request_modal(currencies: Sequence[str], *, base_currency: str | None = None,
+                  metadata: RequestModalMetadata | None = None) -> dict[str, Any]:
+    """The ``/purchase`` modal (``callback_id`` ``purchase_request``).
+
+    ``currencies`` are the accepted codes (the policy's base currency first); the select
+    starts on ``base_currency``, or on the first of them.
+    """
+    if not currencies:
+        raise ValueError("at least one currency must be accepted")
+    options = [_currency_option(code) for code in list(dict.fromkeys(currencies))[:100]]
+    initial = next((o for o in options if o.value == (base_currency or currencies[0])),
+                   options[0])
+    blocks: list[Block] = [
+        InputBlock(
+            block_id=InputId.AMOUNT.value, label="Amount",
+            hint="Digits, optional thousands separators, at most two decimals: 1,200.50",
+            element=PlainTextInputElement(action_id=InputId.AMOUNT.value,
+                                          placeholder="1,200.50", max_length=40)),
+        InputBlock(
+            block_id=InputId.CURRENCY.value, label="Currency",
+            element=StaticSelectElement(action_id=InputId.CURRENCY.value, options=options,
+                                        initial_option=initial)),
+        InputBlock(
+            block_id=InputId.VENDOR.value, label="Vendor",
+            element=PlainTextInputElement(action_id=InputId.VENDOR.value,
+                                          placeholder="Who you are buying from",
+                                          max_length=VENDOR_MAX)),
+        InputBlock(
+            block_id=InputId.PURPOSE.value, label="Purpose",
+            hint="What is bought and why: approvers and the advisor read this.",
+            element=PlainTextInputElement(action_id=InputId.PURPOSE.value, multiline=True,
+                                          placeholder="Laptops for the three new hires "
+                                                      "starting in May",
+                                          max_length=PURPOSE_MAX)),
+        InputBlock(
+            block_id=InputId.COST_CENTER.value, label="Cost center", optional=True,
+            element=PlainTextInputElement(action_id=InputId.COST_CENTER.value,
+                                          placeholder="ENG-001", max_length=COST_CENTER_MAX)),
+    ]
+    view = View(type="modal", callback_id=CallbackId.PURCHASE_REQUEST.value,
+                title="Purchase request", submit="Submit", close="Cancel", blocks=blocks,
+                private_metadata=metadata.encode() if metadata else None)
+    result: dict[str, Any] = view.to_dict()
+    return result
+
+
+def reject_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
+    """The modal a reject click opens (``callback_id`` ``reject_reason``)."""
+    blocks: list[Block] = [
+        _section(f"{_headline(request)}\n{step_label(request, step)}\n"
+                 + quote(safe(request.purpose, 1000))),
+        InputBlock(
+            block_id=InputId.REASON.value, label="Reason",
+            hint="The requester sees this reason.",
+            element=PlainTextInputElement(action_id=InputId.REASON.value, multiline=True,
+                                          placeholder="Why this request is rejected",
+                                          max_length=REASON_MAX)),
+    ]
+    view = View(type="modal", callback_id=CallbackId.REJECT_REASON.value,
+                title=clip(f"Reject {request.ref}", VIEW_TITLE), submit="Reject",
+                close="Cancel", blocks=blocks, private_metadata=metadata.encode())
+    result: dict[str, Any] = view.to_dict()
+    return result
+
+
+# --------------------------------------------------------------------------- DMs
+
+
+def outcome_dm(request: Request, notice: Notice | str, *, step: Step | None = None) -> Message:
+    """The requester's DM for a notice: ``approved``, ``rejected``, ``cancelled``, ``escalated``.
+
+    ``step`` is the step the notice is about (the escalated one); by default the current one.
+    """
+    notice = Notice(notice)  # an unknown notice is a bug: ValueError
+    what = f"*{request.ref}* · *{_amount(request)}*"
+    if request.vendor:
+        what += f" · {safe(request.vendor, 200)}"
+    purpose = f"*Purpose*\n{quote(safe(request.purpose, 1000))}"
+    if notice is Notice.APPROVED:
+        how = ("was approved automatically: it needed no approver"
+               if request.auto_approved else "is approved")
+        by = (f", last by {user(request.ended_by)}"
+              if request.ended_by and request.ended_by != SYSTEM else "")
+        head, text = f"✅ {what} {how}{by}.", f"{request.ref} is approved"
+    elif notice is Notice.REJECTED:
+        reason = safe(request.outcome_reason or "no reason given", REASON_MAX + 500)
+        if _unroutable(request):
+            head = (f"❌ {what} could not be routed to an approver, so it is closed.\n"
+                    f"*Reason*\n{quote(reason)}")
+        else:
+            decided = next((s for s in request.steps if s.status is StepStatus.REJECTED), None)
+            at = f" at the {escape(decided.level)} level" if decided else ""
+            by = f" by {user(request.ended_by)}" if request.ended_by else ""
+            head = f"❌ {what} was rejected{by}{at}.\n*Reason*\n{quote(reason)}"
+        text = f"{request.ref} was rejected"
+    elif notice is Notice.CANCELLED:
+        head, text = f"🚫 {what} is cancelled.", f"{request.ref} is cancelled"
+    else:
+        target = step or request.current
+        if target is None:
+            head = f"⏫ {what} was escalated."
+        else:
+            head = (f"⏫ {what} waited too long at the {escape(target.level)} level and was "
+                    f"escalated to {users(target.escalated_to, conjunction='and')}; any of "
+                    f"{users(target.assignees)} can now decide it.")
+        text = f"{request.ref} was escalated"
+    return _message(text, [_section(f"{head}\n{purpose}")])
+
+
+def reminder_dm(request: Request, step: Step, waited_seconds: int) -> Message:
+    """A reminder to a waiting approver: names ``PR-<n>``, the amount and how long it waited."""
+    waited = duration_words(waited_seconds)
+    head = (f"⏰ *{request.ref}* has waited *{waited}* for your decision "
+            f"({step_label(request, step)}).")
+    body = (f"{user(request.requester)} requests *{_amount(request)}*"
+            + (f" from {safe(request.vendor, 200)}" if request.vendor else "")
+            + f"\n{quote(safe(request.purpose, 1000))}")
+    blocks: list[Block] = [
+        _section(f"{head}\n{body}"),
+        _context("Approve or reject it on its card in this conversation, or in the App Home."),
+    ]
+    text = f"Reminder: {request.ref} · {_amount(request)} has waited {waited} for your decision"
+    return _message(text, blocks)
+
+
+# --------------------------------------------------------------------------- App Home
+
+
+def _more(hidden: int, what: str) -> list[Block]:
+    if hidden <= 0:
+        return []
+    return [_context(f"…and {hidden} more {what}: `/purchase list` shows them all.")]
+
+
+def home_view(waiting: Sequence[tuple[Request, Step]], mine: Sequence[Request], user_id: str,
+              *, waiting_max: int = HOME_WAITING_MAX,
+              mine_max: int = HOME_MINE_MAX) -> dict[str, Any]:
+    """The App Home of ``user_id``: what waits for their decision, then their own requests.
+
+    At most ``waiting_max`` and ``mine_max`` are shown, each list in the order given, with
+    a count of the rest, so the view stays within Slack's 100 blocks.
+    """
+    blocks: list[Block] = [
+        HeaderBlock(text="Purchase approvals"),
+        ActionsBlock(elements=[ButtonElement(text="New request", style="primary",
+                                             action_id=ActionId.OPEN_REQUEST_MODAL.value)]),
+        HeaderBlock(text=f"Waiting for you ({len(waiting)})"),
+    ]
+    if not waiting:
+        blocks.append(_section("_Nothing waits for your decision._"))
+    for request, step in waiting[:waiting_max]:
+        glance = _advice_glance(request.advice)
+        blocks.append(_section(
+            f"{_headline(request)}\n{step_label(request, step)}"
+            f"{' · ' + glance if glance else ''}\n{quote(safe(request.purpose, 300))}"))
+        if _can_decide(step, user_id):
+            blocks.append(_decision_buttons(request, step))
+    blocks += _more(len(waiting) - waiting_max, "waiting for you")
+    blocks += [DividerBlock(), HeaderBlock(text=f"Your requests ({len(mine)})")]
+    if not mine:
+        blocks.append(_section("_You have no requests yet. Start one with_ `/purchase`."))
+    for request in mine[:mine_max]:
+        blocks.append(_section(f"*{request.ref}* · *{_amount(request)}* · {describe(request)}"
+                               f"\n{quote(safe(request.purpose, 200))}"))
+    blocks += _more(len(mine) - mine_max, "of your requests")
+    result: dict[str, Any] = View(type="home", blocks=blocks[:VIEW_BLOCKS]).to_dict()
+    return result
+
+
+# --------------------------------------------------------------------------- /purchase answers
+
+
+def submitted_text(request: Request) -> str:
+    """The requester's answer right after a submission: the new ``PR-<n>`` and what follows."""
+    head = f"Submitted *{request.ref}*: *{_amount(request)}* for {safe(request.purpose, 300)}."
+    if request.status is RequestStatus.PENDING and request.current is not None:
+        step = request.current
+        return (f"{head}\nIt waits for {users(step.assignees)} "
+                f"({step_label(request, step)}). I'll DM you the outcome.")
+    return clip(f"{head}\n{describe(request)}", SECTION_TEXT)
+
+
+def _route(request: Request) -> str:
+    marks = {StepStatus.WAITING: "·", StepStatus.PENDING: "⏳", StepStatus.APPROVED: "✅",
+             StepStatus.REJECTED: "❌", StepStatus.CANCELLED: "🚫"}
+    parts = []
+    for step in request.steps:
+        part = f"{marks[step.status]} {escape(step.level)}"
+        if step.decided_by:
+            part += f" ({user(step.decided_by)}"
+            part += f", {when(step.decided_at)})" if step.decided_at else ")"
+        parts.append(part)
+    return " → ".join(parts)
+
+
+def status_text(request: Request) -> str:
+    """``/purchase status PR-42``: state, current level and who it waits for, and the route."""
+    lines = [f"*{request.ref}* · {describe(request)}"]
+    current = request.current
+    if current is not None and current.started_at is not None:
+        lines[0] += f" since {when(current.started_at)}"
+    detail = f"{user(request.requester)} requests *{_amount(request)}*"
+    if request.vendor:
+        detail += f" from {safe(request.vendor, 200)}"
+    if request.cost_center:
+        detail += f" · cost center {safe(request.cost_center, 60)}"
+    lines += [detail, quote(safe(request.purpose, 1000))]
+    if request.steps:
+        lines.append(f"Route: {_route(request)}")
+    lines.append(f"Submitted {when(request.created_at)}")
+    return clip("\n".join(lines), SECTION_TEXT)
+
+
+def list_text(mine: Sequence[Request], waiting: Sequence[tuple[Request, Step]], *,
+              limit: int = 20) -> str:
+    """``/purchase list``: what waits for the user's decision, then the user's requests."""
+    if not mine and not waiting:
+        return ("You have no requests, and nothing waits for your decision. "
+                "Start one with `/purchase`.")
+    lines: list[str] = []
+    if waiting:
+        lines.append(f"*Waiting for your decision* ({len(waiting)})")
+        lines += [f"• {_headline(r)} · {step_label(r, s)} — {safe(r.purpose, 100)}"
+                  for r, s in waiting[:limit]]
+        if len(waiting) > limit:
+            lines.append(f"…and {len(waiting) - limit} more (see the App Home)")
+    if mine:
+        lines.append(f"*Your requests* ({len(mine)})")
+        lines += [f"• *{r.ref}* · *{_amount(r)}* · {describe(r)} — {safe(r.purpose, 100)}"
+                  for r in mine[:limit]]
+        if len(mine) > limit:
+            lines.append(f"…and {len(mine) - limit} more (see the App Home)")
+    return clip("\n".join(lines), 12000)
+
+
+__all__ = [
+    "Message",
+    "advice_text",
+    "approval_card",
+    "describe",
+    "home_view",
+    "list_text",
+    "outcome_dm",
+    "reject_modal",
+    "reminder_dm",
+    "request_modal",
+    "status_text",
+    "step_label",
+    "submitted_text",
+]

@@ -1,0 +1,380 @@
+"""Block Kit builders (``bot.cards``) on real domain objects from the state machine.
+
+Requests are made by :func:`flows.machine.submit` on the example policy and moved on by
+``approve``/``reject``/``cancel``/``escalate``, so the cards are checked against what the
+product really produces. Every rendered block is parsed back through ``slack_sdk.models``,
+which enforces Slack's limits.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
+
+from bot import cards
+from bot.ids import ActionId, CallbackId, InputId, RejectMetadata, StepValue
+from flows.machine import (
+    Approve,
+    Cancel,
+    Escalate,
+    Reject,
+    Submit,
+    approve,
+    cancel,
+    escalate,
+    reject,
+    submit,
+)
+from flows.model import Advice, Request
+from flows.policy import Policy
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+ADVICE = Advice(
+    recommendation="review", risk="medium", summary="First purchase from this vendor.",
+    flags=({"code": "new_vendor", "detail": "No approved request from Acme before.",
+            "evidence": []},
+           {"code": "near_threshold", "detail": "Within 5% below the Director threshold.",
+            "evidence": ["PR-40", "PR-41"]}))
+
+
+def make(policy: Policy, *, amount: str = "25000", currency: str = "EUR",
+         purpose: str = "Laptops for the three new hires", vendor: str | None = "Acme GmbH",
+         cost_center: str | None = "ENG-001", advice: Advice | None = ADVICE,
+         requester: str = "U_ALICE", request_id: int = 42) -> Request:
+    out = submit(Submit(requester=requester, amount=Decimal(amount), currency=currency,
+                        purpose=purpose, vendor=vendor, cost_center=cost_center, at=T0),
+                 request_id=request_id, policy=policy, policy_version=policy.version_hash,
+                 advice=advice)
+    return out.request
+
+
+def ok_approve(request: Request, policy: Policy, step: int, actor: str,
+               at: datetime) -> Request:
+    out = approve(request, Approve(step=step, actor=actor, at=at), policy=policy)
+    assert out.refusal is None, out.refusal
+    return out.request
+
+
+def dump(blocks: list[dict[str, Any]]) -> str:
+    return json.dumps(blocks, ensure_ascii=False)
+
+
+def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
+    """Every mrkdwn string in the blocks (section text and fields, context elements)."""
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                out.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(blocks)
+    return out
+
+
+def assert_valid(blocks: list[dict[str, Any]]) -> None:
+    """Slack's limits, as slack_sdk's models enforce them, plus the section limits."""
+    for block in Block.parse_all(blocks):
+        block.validate_json()
+    for text in mrkdwn_texts(blocks):
+        assert len(text) <= 3000
+
+
+def actions(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+@pytest.fixture
+def pending(policy: Policy) -> Request:
+    return make(policy)
+
+
+# --------------------------------------------------------------------------- the card
+
+
+def test_card_shows_everything_an_approver_needs(policy: Policy, pending: Request) -> None:
+    card = cards.approval_card(pending, pending.steps[0], viewer="U_BOB")
+    assert_valid(card.blocks)
+    text = dump(card.blocks)
+    for expected in ("PR-42", "<@U_ALICE>", "€25,000.00 (= $27,000.00)", "Acme GmbH",
+                     "Laptops for the three new hires", "ENG-001", "Manager, step 1 of 2",
+                     "recommends *review*", "risk *medium*", "First purchase from this vendor.",
+                     "`new_vendor`", "No approved request from Acme before.",
+                     "`near_threshold`", "PR-40, PR-41"):
+        assert expected in text, expected
+    assert "PR-42" in card.text and "€25,000.00" in card.text
+
+
+def test_buttons_only_for_the_assignees_of_a_pending_step(pending: Request) -> None:
+    step = pending.steps[0]
+    buttons = actions(cards.approval_card(pending, step, viewer="U_BOB").blocks)
+    assert [(b["action_id"], b["style"]) for b in buttons] == [
+        (ActionId.APPROVE, "primary"), (ActionId.REJECT, "danger")]
+    for button in buttons:
+        assert StepValue.parse(button["value"]) == StepValue(request_id=42, step=0)
+    for viewer in ("U_FIN1", "U_ALICE", "U_SOMEONE", None):
+        card = cards.approval_card(pending, step, viewer=viewer)
+        assert actions(card.blocks) == [], viewer
+        assert "Waiting for <@U_BOB>" in dump(card.blocks)
+
+
+def test_decided_card_shows_who_and_when_and_has_no_buttons(policy: Policy,
+                                                            pending: Request) -> None:
+    approved = ok_approve(pending, policy, 0, "U_BOB", T0 + HOUR)
+    card = cards.approval_card(approved, approved.steps[0], viewer="U_BOB")
+    assert_valid(card.blocks)
+    assert actions(card.blocks) == []
+    text = dump(card.blocks)
+    assert "*Approved* by <@U_BOB>" in text and "2026-11-25 10:00 UTC" in text
+
+    # the next level's card names who approved the earlier one, and when
+    nxt = cards.approval_card(approved, approved.steps[1], viewer="U_FIN2")
+    text = dump(nxt.blocks)
+    assert "Finance, step 2 of 2" in text
+    assert "Manager: approved by <@U_BOB>" in text and "2026-11-25 10:00 UTC" in text
+    assert len(actions(nxt.blocks)) == 2
+
+
+def test_rejected_card_shows_the_reason_escaped(policy: Policy, pending: Request) -> None:
+    out = reject(pending, Reject(step=0, actor="U_BOB", reason="Over budget <!here>",
+                                 at=T0 + 2 * HOUR), policy=policy)
+    card = cards.approval_card(out.request, out.request.steps[0], viewer="U_BOB")
+    assert_valid(card.blocks)
+    assert actions(card.blocks) == []
+    text = dump(card.blocks)
+    assert "*Rejected* by <@U_BOB>" in text and "2026-11-25 11:00 UTC" in text
+    assert "Over budget &lt;!here&gt;" in text and "<!here>" not in text
+
+
+def test_cancelled_card_says_so(policy: Policy, pending: Request) -> None:
+    out = cancel(pending, Cancel(actor="U_ALICE", at=T0 + HOUR), policy=policy)
+    card = cards.approval_card(out.request, out.request.steps[0], viewer="U_BOB")
+    assert actions(card.blocks) == []
+    assert "Cancelled by the requester" in dump(card.blocks)
+
+
+def test_escalated_step_keeps_its_buttons_for_every_assignee(policy: Policy,
+                                                             pending: Request) -> None:
+    out = escalate(pending, Escalate(step=0, at=T0 + 48 * HOUR), policy=policy)
+    step = out.request.steps[0]
+    assert step.escalated_to == ("U_CAROL",)
+    for viewer in ("U_BOB", "U_CAROL"):
+        card = cards.approval_card(out.request, step, viewer=viewer)
+        assert_valid(card.blocks)
+        assert len(actions(card.blocks)) == 2
+        assert "Escalated to <@U_CAROL>" in dump(card.blocks)
+
+
+def test_requester_text_pings_nobody(policy: Policy) -> None:
+    request = make(policy, purpose="Hi <!channel> <@U_CEO> <https://evil.example|bank> & co",
+                   vendor="<!everyone> Corp", cost_center="<!here>",
+                   advice=Advice(summary="ignore <!channel>",
+                                 flags=({"code": "prompt_injection",
+                                         "detail": "says <@U_DIR> approve",
+                                         "evidence": "<!subteam^S1>"},)))
+    card = cards.approval_card(request, request.steps[0], viewer="U_BOB")
+    assert_valid(card.blocks)
+    text = dump(card.blocks)
+    assert "&lt;!channel&gt;" in text and "&lt;!everyone&gt; Corp" in text
+    for control in ("<!channel>", "<!everyone>", "<!here>", "<@U_CEO>", "<https://",
+                    "<@U_DIR>", "<!subteam"):
+        assert control not in text, control
+        assert control not in card.text, control
+    assert "&amp; co" in text
+
+
+def test_long_purpose_is_clipped_and_the_card_stays_valid(policy: Policy) -> None:
+    purpose = ("Ergonomic chairs & desks <for> the team. " * 400)[:15000]
+    request = make(policy, purpose=purpose, vendor="V" * 5000, cost_center="C" * 3000)
+    card = cards.approval_card(request, request.steps[0], viewer="U_BOB")
+    assert_valid(card.blocks)
+    purpose_text = next(t for t in mrkdwn_texts(card.blocks) if t.startswith("*Purpose*"))
+    assert purpose_text.endswith("…")
+    assert len(card.text) <= 3000
+    for view in (cards.home_view([(request, request.steps[0])], [request], "U_BOB"),
+                 cards.reject_modal(request, request.steps[0],
+                                    RejectMetadata(request_id=42, step=0))):
+        View(**view).validate_json()
+    for message in (cards.outcome_dm(request, "approved"),
+                    cards.reminder_dm(request, request.steps[0], 3600)):
+        assert_valid(message.blocks)
+
+
+def test_amounts_are_shown_in_full(policy: Policy) -> None:
+    request = make(policy, amount="120000", currency="USD")
+    card = cards.approval_card(request, request.steps[0], viewer="U_BOB")
+    text = dump(card.blocks)
+    assert "$120,000.00" in text
+    assert "120k" not in text.lower() and "120K" not in text
+    assert "Manager, step 1 of 3" in text
+    assert "$120,000.00" in cards.status_text(request)
+    assert "$120,000.00" in cards.reminder_dm(request, request.steps[0], 60).text
+
+
+def test_card_without_advice_says_so(policy: Policy) -> None:
+    request = make(policy, advice=None)
+    card = cards.approval_card(request, request.steps[0], viewer="U_BOB")
+    assert "No advisor annotation" in dump(card.blocks)
+
+
+def test_steps_of_three_levels_are_labelled(policy: Policy) -> None:
+    request = make(policy, amount="150000", currency="USD")
+    request = ok_approve(request, policy, 0, "U_BOB", T0 + HOUR)
+    card = cards.approval_card(request, request.steps[1], viewer="U_FIN1")
+    assert "Finance, step 2 of 3" in dump(card.blocks)
+    waiting = cards.approval_card(request, request.steps[2], viewer="U_DIR")
+    assert actions(waiting.blocks) == []
+
+
+# --------------------------------------------------------------------------- modals
+
+
+def test_request_modal_follows_the_contract() -> None:
+    view = cards.request_modal(["USD", "EUR", "GBP"])
+    View(**view).validate_json()
+    assert view["type"] == "modal"
+    assert view["callback_id"] == "purchase_request" == CallbackId.PURCHASE_REQUEST.value
+    inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    assert list(inputs) == ["amount", "currency", "vendor", "purpose", "cost_center"]
+    for block_id, block in inputs.items():
+        assert block["element"]["action_id"] == block_id
+    assert inputs["cost_center"].get("optional") is True
+    assert all(not inputs[f].get("optional") for f in ("amount", "currency", "vendor",
+                                                        "purpose"))
+    assert inputs["purpose"]["element"]["multiline"] is True
+    currency = inputs["currency"]["element"]
+    assert currency["type"] == "static_select"
+    assert [o["value"] for o in currency["options"]] == ["USD", "EUR", "GBP"]
+    assert currency["initial_option"]["value"] == "USD"
+    assert cards.request_modal(["USD", "EUR"], base_currency="EUR")["blocks"][1][
+        "element"]["initial_option"]["value"] == "EUR"
+
+
+def test_reject_modal_carries_its_metadata(pending: Request) -> None:
+    meta = RejectMetadata(request_id=42, step=0, channel="D_U_BOB", ts="1.000100",
+                          response_url="https://hooks.slack.com/actions/x")
+    view = cards.reject_modal(pending, pending.steps[0], meta)
+    View(**view).validate_json()
+    assert view["callback_id"] == "reject_reason" == CallbackId.REJECT_REASON.value
+    (reason,) = [b for b in view["blocks"] if b["type"] == "input"]
+    assert reason["block_id"] == reason["element"]["action_id"] == "reason" == InputId.REASON.value
+    assert not reason.get("optional")
+    assert reason["element"]["multiline"] is True
+    assert RejectMetadata.parse(view["private_metadata"]) == meta
+    assert "PR-42" in view["title"]["text"]
+
+
+# --------------------------------------------------------------------------- DMs
+
+
+def test_outcome_dms(policy: Policy, pending: Request) -> None:
+    done = ok_approve(pending, policy, 0, "U_BOB", T0 + HOUR)
+    done = ok_approve(done, policy, 1, "U_FIN1", T0 + 2 * HOUR)
+    dm = cards.outcome_dm(done, "approved")
+    assert_valid(dm.blocks)
+    assert "PR-42" in dm.text and "approved" in dump(dm.blocks)
+    assert "€25,000.00 (= $27,000.00)" in dump(dm.blocks)
+
+    rejected = reject(pending, Reject(step=0, actor="U_BOB", reason="Use the <b>old</b> ones",
+                                      at=T0 + HOUR), policy=policy).request
+    text = dump(cards.outcome_dm(rejected, "rejected").blocks)
+    assert "rejected by <@U_BOB>" in text and "Use the &lt;b&gt;old&lt;/b&gt; ones" in text
+
+    cancelled = cancel(pending, Cancel(actor="U_ALICE", at=T0 + HOUR), policy=policy).request
+    assert "cancelled" in dump(cards.outcome_dm(cancelled, "cancelled").blocks)
+
+    escalated = escalate(pending, Escalate(step=0, at=T0 + 48 * HOUR), policy=policy).request
+    text = dump(cards.outcome_dm(escalated, "escalated", step=escalated.steps[0]).blocks)
+    assert "escalated to <@U_CAROL>" in text
+
+    with pytest.raises(ValueError):
+        cards.outcome_dm(pending, "exploded")
+
+
+def test_auto_approved_dm(policy: Policy) -> None:
+    request = make(policy, amount="120", currency="USD", advice=None)
+    assert request.auto_approved
+    assert "automatically" in dump(cards.outcome_dm(request, "approved").blocks)
+    assert "approved automatically" in cards.submitted_text(request)
+
+
+@pytest.mark.parametrize(("seconds", "words"), [(4 * 3600, "4 hours"), (2 * 86400, "2 days")])
+def test_reminder_names_the_request_and_the_wait(pending: Request, seconds: int,
+                                                 words: str) -> None:
+    dm = cards.reminder_dm(pending, pending.steps[0], seconds)
+    assert_valid(dm.blocks)
+    assert actions(dm.blocks) == []  # the card carries the buttons; a reminder goes stale
+    for text in (dm.text, dump(dm.blocks)):
+        assert "PR-42" in text and words in text and "€25,000.00" in text
+
+
+# --------------------------------------------------------------------------- App Home
+
+
+def test_home_view_stays_within_slacks_limits(policy: Policy) -> None:
+    requests = [make(policy, request_id=i) for i in range(1, 301)]
+    view = cards.home_view([(r, r.steps[0]) for r in requests], requests, "U_BOB")
+    View(**view).validate_json()
+    assert view["type"] == "home"
+    assert len(view["blocks"]) <= 100
+    text = dump(view["blocks"])
+    assert "Waiting for you (300)" in text and "Your requests (300)" in text
+    assert "and 285 more" in text and "and 280 more" in text
+    approve_buttons = [a for a in actions(view["blocks"]) if a["action_id"] == "approve"]
+    assert len(approve_buttons) == cards.HOME_WAITING_MAX
+    assert any(a["action_id"] == ActionId.OPEN_REQUEST_MODAL for a in actions(view["blocks"]))
+
+
+def test_empty_home_view(policy: Policy) -> None:
+    view = cards.home_view([], [], "U_BOB")
+    View(**view).validate_json()
+    text = dump(view["blocks"])
+    assert "Nothing waits for your decision" in text and "no requests yet" in text
+
+
+def test_home_view_shows_each_requests_status(policy: Policy, pending: Request) -> None:
+    approved = ok_approve(pending, policy, 0, "U_BOB", T0 + HOUR)
+    view = cards.home_view([], [approved], "U_ALICE")
+    assert "pending at *Finance* (step 2 of 2), waiting for <@U_FIN1> or <@U_FIN2>" in dump(
+        view["blocks"])
+
+
+# --------------------------------------------------------------------------- /purchase answers
+
+
+def test_status_text(policy: Policy, pending: Request) -> None:
+    approved = ok_approve(pending, policy, 0, "U_BOB", T0 + HOUR)
+    text = cards.status_text(approved)
+    assert text.startswith("*PR-42*")
+    assert "pending at *Finance*" in text and "<@U_FIN1> or <@U_FIN2>" in text
+    assert "✅ Manager (<@U_BOB>" in text and "⏳ Finance" in text
+    assert len(text) <= 3000
+
+
+def test_list_text(policy: Policy, pending: Request) -> None:
+    other = make(policy, requester="U_BOB", request_id=43, amount="900", currency="USD",
+                 purpose="Monitor <!channel>")
+    text = cards.list_text([pending], [(other, other.steps[0])])
+    assert "*Waiting for your decision* (1)" in text and "*PR-43*" in text
+    assert "*Your requests* (1)" in text and "*PR-42*" in text
+    assert "&lt;!channel&gt;" in text and "<!channel>" not in text
+    assert "no requests" in cards.list_text([], [])
+    many = cards.list_text([pending] * 30, [], limit=20)
+    assert "and 10 more" in many
+
+
+def test_submitted_text_tells_the_new_id(pending: Request) -> None:
+    text = cards.submitted_text(pending)
+    assert "*PR-42*" in text and "<@U_BOB>" in text and "Manager, step 1 of 2" in text

@@ -1,0 +1,28 @@
+# One command per job; each bootstraps .venv on a fresh clone. `make check` is what CI runs.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Installed when the venv is new, and again whenever pyproject.toml changes.
+STAMP  := $(VENV)/.installed
+
+.PHONY: test check lint demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+check: lint test
+
+demo: $(STAMP)
+	$(BIN)/approvals demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@

@@ -210,7 +210,7 @@ def _chain(history: History) -> list[Entry]:
     return entries
 
 
-PROPERTY = settings(max_examples=120, deadline=None,
+PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

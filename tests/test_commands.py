@@ -20,6 +20,7 @@ from bot.commands import (
     parse_modal,
 )
 from flows.errors import RequestInvalid
+from tests.fakes.signing import input_values
 
 ACCEPTED = ("USD", "EUR", "GBP")  # the example policy's, base currency first
 
@@ -107,15 +108,8 @@ def values(amount: str | None = "1,200.50", currency: str | None = "EUR",
            vendor: str | None = "Acme GmbH", purpose: str | None = "Desks for the team",
            cost_center: str | None = None) -> dict[str, Any]:
     """``view.state.values`` as Slack sends it for the request modal."""
-    def text(field: str, value: str | None) -> dict[str, Any]:
-        return {field: {field: {"type": "plain_text_input", "value": value}}}
-
-    selected = ({"text": {"type": "plain_text", "text": currency}, "value": currency}
-                if currency is not None else None)
-    return {**text("amount", amount),
-            "currency": {"currency": {"type": "static_select", "selected_option": selected}},
-            **text("vendor", vendor), **text("purpose", purpose),
-            **text("cost_center", cost_center)}
+    return input_values({"amount": amount, "vendor": vendor, "purpose": purpose,
+                         "cost_center": cost_center}, {"currency": currency})
 
 
 def test_valid_modal() -> None:

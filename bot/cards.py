@@ -61,6 +61,7 @@ PURPOSE_MAX = 2000
 VENDOR_MAX = 150
 COST_CENTER_MAX = 50
 REASON_MAX = 2000
+REASON_SHOWN = REASON_MAX + 500  # a whole reason, with room for its escaping
 
 HOME_WAITING_MAX = 15  # each takes two blocks
 HOME_MINE_MAX = 20
@@ -156,9 +157,13 @@ def _evidence(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _code(flag: Mapping[str, Any]) -> str:
+    """A flag's code as mrkdwn inline code, backticks inside removed."""
+    return f"`{escape(str(flag.get('code', 'flag')).replace('`', ''))}`"
+
+
 def _flag_line(flag: Mapping[str, Any]) -> str:
-    code = str(flag.get("code", "flag")).replace("`", "")
-    line = f"• `{escape(code)}`"
+    line = f"• {_code(flag)}"
     detail = str(flag.get("detail") or "")
     if detail:
         line += f": {safe(detail, 500)}"
@@ -183,8 +188,7 @@ def advice_text(advice: Advice) -> str:
 def _advice_glance(advice: Advice | None) -> str:
     if advice is None:
         return ""
-    flags = ", ".join(f"`{escape(str(f.get('code', 'flag')).replace('`', ''))}`"
-                      for f in advice.flags)
+    flags = ", ".join(_code(f) for f in advice.flags)
     glance = f"Advisor: {escape(advice.recommendation)}, risk {escape(advice.risk)}"
     return glance + (f" · {flags}" if flags else "")
 
@@ -249,7 +253,7 @@ def _step_state(request: Request, step: Step, viewer: str | None) -> list[Block]
     if step.status is StepStatus.APPROVED:
         return [_section(f"✅ *Approved* by {user(step.decided_by or '')}{at}")]
     if step.status is StepStatus.REJECTED:
-        reason = safe(step.reason_text or "no reason given", REASON_MAX + 500)
+        reason = safe(step.reason_text or "no reason given", REASON_SHOWN)
         return [_section(f"❌ *Rejected* by {user(step.decided_by or '')}{at}\n{quote(reason)}")]
     if step.status is StepStatus.CANCELLED:
         if request.status is RequestStatus.CANCELLED:
@@ -361,7 +365,7 @@ def outcome_dm(request: Request, notice: Notice | str, *, step: Step | None = No
               if request.ended_by and request.ended_by != SYSTEM else "")
         head, text = f"✅ {what} {how}{by}.", f"{request.ref} is approved"
     elif notice is Notice.REJECTED:
-        reason = safe(request.outcome_reason or "no reason given", REASON_MAX + 500)
+        reason = safe(request.outcome_reason or "no reason given", REASON_SHOWN)
         if _unroutable(request):
             head = (f"❌ {what} could not be routed to an approver, so it is closed.\n"
                     f"*Reason*\n{quote(reason)}")

@@ -9,26 +9,37 @@ on stderr in one place, :meth:`ApprovalsGroup.invoke`; commands just raise.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from bot import output
 from bot.explain import Explanation, LevelRoute, explain
+from bot.settings import ConfigError, Settings, load_settings
+from flows.audit import Break
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
+from flows.model import parse_ref
 from flows.money import SYMBOLS, parse_amount
 from flows.policy import load_policy
+from storage.db import Database
+from storage.migrate import current_revision, upgrade
+from storage.store import Store
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
-
-
-class ConfigError(Exception):
-    """Configuration that stops a command before it starts (exit code 2).
-
-    ``str()`` is the line to show: it names the variable, or the file, line and field.
-    """
 
 
 class _Refused(click.ClickException):
@@ -162,3 +173,200 @@ def _escalates(e: Explanation, level: LevelRoute) -> str:
     if e.escalation.startswith("none") or level.unroutable:
         return "-"
     return ", ".join(level.escalates_to) or "nobody eligible"
+
+
+# --------------------------------------------------------------------------- database
+
+
+def _settings(**overrides: object) -> Settings:
+    return load_settings(**overrides)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; a database that does not answer is a configuration problem (exit 2)."""
+    try:
+        return asyncio.run(coro)
+    except (OSError, DBAPIError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise ConfigError(f"DATABASE_URL: the database does not answer ({reason})") from None
+
+
+def _existing(url: str) -> str:
+    """``url``, once it is sure a SQLite file is there (reading never creates one)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).exists():
+        raise ConfigError(f"DATABASE_URL: there is no database at {parsed.database}")
+    return url
+
+
+async def _with_store(url: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    db = Database(url)
+    try:
+        await upgrade_if_embedded(db)
+        return await work(Store(db))
+    finally:
+        await db.close()
+
+
+async def upgrade_if_embedded(db: Database) -> None:
+    """The embedded SQLite default keeps its own schema current; PostgreSQL is upgraded
+    explicitly by an operator (``approvals db upgrade``)."""
+    if db.sqlite:
+        await upgrade(db.engine)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every schema migration to DATABASE_URL (safe to run again)."""
+    settings = _settings()
+
+    async def work() -> str | None:
+        database = Database(settings.database_url)
+        try:
+            await upgrade(database.engine)
+            return await current_revision(database.engine)
+        finally:
+            await database.close()
+
+    revision = _run(work())
+    output.echo(f"database is at revision {revision} (latest)")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditGroup(click.Group):
+    """``approvals audit PR-42`` shows one trail; ``export`` and ``verify`` are subcommands."""
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and parse_ref(args[0]) is not None:
+            return "show", self.commands["show"], args
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=AuditGroup)
+def audit() -> None:
+    """The audit trail: `approvals audit PR-42`, `audit export`, `audit verify`."""
+
+
+@audit.command("show", hidden=True)
+@click.argument("ref")
+def audit_show(ref: str) -> None:
+    """One request's whole trail, one line per entry."""
+    request_id = parse_ref(ref)
+    if request_id is None:
+        raise RequestInvalid("request", f"'{ref}' is not a request ID such as PR-42")
+    settings = _settings()
+    entries = _run(_with_store(_existing(settings.database_url),
+                               lambda st: st.audit_for(request_id)))
+    if not entries:
+        raise ApprovalsError(f"PR-{request_id} has no audit trail here")
+    output.print_table(["time", "event", "actor", "details"],
+                       [(e.at, e.event, e.actor, _details(e.data)) for e in entries])
+
+
+def _details(data: dict[str, Any]) -> str:
+    parts = []
+    for key, value in data.items():
+        if value is None or value == [] or value == {}:
+            continue
+        shown = value if isinstance(value, str | int | float) else json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"))
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)
+
+
+@audit.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), required=True)
+@click.option("--output", "out", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of stdout.")
+def audit_export(fmt: str, out: str | None) -> None:
+    """Every entry, in order: CSV (request,event,actor,at,data) or JSON lines."""
+    settings = _settings()
+    with contextlib.ExitStack() as stack:
+        stream: TextIO = (stack.enter_context(open(out, "w", encoding="utf-8", newline=""))
+                          if out else sys.stdout)
+        count = _run(_with_store(_existing(settings.database_url),
+                                 lambda store: _export(store, fmt, stream)))
+    if out:
+        output.echo(f"wrote {count} entries to {out}")
+
+
+async def _export(store: Store, fmt: str, stream: TextIO) -> int:
+    writer = csv.writer(stream) if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(["request", "event", "actor", "at", "data"])
+    count = 0
+    async for entry in store.audit_entries():
+        if writer is not None:
+            writer.writerow([entry.request or "", entry.event, entry.actor, entry.at,
+                             json.dumps(entry.data, ensure_ascii=False, sort_keys=True)])
+        else:
+            stream.write(json.dumps({
+                "seq": entry.seq, "request": entry.request, "event": entry.event,
+                "actor": entry.actor, "at": entry.at, "data": entry.data,
+                "prev_hash": entry.prev_hash, "hash": entry.hash},
+                ensure_ascii=False, sort_keys=True) + "\n")
+        count += 1
+    return count
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check the whole trail's hash chain; exit 1 naming the first bad entry."""
+    settings = _settings()
+
+    async def work(store: Store) -> tuple[Break | None, int]:
+        broken = await store.verify_audit()
+        total = await store.audit_count()
+        return broken, total
+
+    broken, total = _run(_with_store(_existing(settings.database_url), work))
+    if broken is not None:
+        raise ApprovalsError(f"audit trail is NOT intact: {broken}")
+    output.echo(f"audit trail intact: {total} entries verified")
+
+
+# --------------------------------------------------------------------------- serve and demo
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=3000, show_default=True)
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a server
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+              help="Policy file (default: APPROVALS_POLICY, else ./policy.yml).")
+@click.option("--socket", is_flag=True, help="Socket Mode: no public URL needed.")
+def serve(port: int, host: str, policy_file: str | None, socket: bool) -> None:
+    """Run the Slack bot (HTTP mode, or Socket Mode with --socket)."""
+    from bot.runtime import Runtime
+    from bot.server import serve_http, serve_socket
+    from flows.errors import PolicyError
+
+    settings = _settings()
+    settings.require_slack(socket=socket)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runtime = Runtime.from_settings(
+            settings, policy_path=Path(policy_file) if policy_file else None)
+    except PolicyError as exc:
+        raise ConfigError(f"APPROVALS_POLICY: {exc}") from None
+    if socket:
+        _run(serve_socket(runtime))
+    else:
+        _run(serve_http(runtime, host=host, port=port))
+
+
+@cli.command()
+def demo() -> None:
+    """Play the whole flow offline: a local Slack stand-in, a temporary database."""
+    from bot.demo import run_demo
+
+    _run(run_demo())

@@ -473,6 +473,11 @@ class Store:
                 yield _entry(row)
             last = rows[-1].seq
 
+    async def audit_count(self) -> int:
+        async with self.db.read() as session:
+            return int((await session.execute(select(func.count()).select_from(AuditRow)))
+                       .scalar_one())
+
     async def verify_audit(self) -> Break | None:
         """Check the whole chain against its head; the first break, or ``None``."""
         async with self.db.read() as session:

@@ -36,7 +36,7 @@ async def _pg_answers() -> str | None:
     return None
 
 
-_pg_reason: str | None | bool = False
+_pg_reason: str | bool | None = False
 
 
 def pg_unavailable() -> str | None:

@@ -78,7 +78,7 @@ async def _bounded(work: Awaitable[str]) -> str:
 def build_app(runtime: Runtime, *, process_before_response: bool = False) -> AsyncApp:
     """The Bolt app for ``runtime`` (HTTP or Socket Mode)."""
     settings = runtime.settings
-    app = AsyncApp(token=settings.slack_bot_token, signing_secret=settings.slack_signing_secret,
+    app = AsyncApp(signing_secret=settings.slack_signing_secret,
                    client=runtime.client, process_before_response=process_before_response,
                    request_verification_enabled=settings.slack_signing_secret is not None)
     store, clock = runtime.store, runtime.clock

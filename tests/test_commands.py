@@ -19,8 +19,8 @@ from bot.commands import (
     parse_command,
     parse_modal,
 )
+from bot.standin.signing import input_values
 from flows.errors import RequestInvalid
-from tests.fakes.signing import input_values
 
 ACCEPTED = ("USD", "EUR", "GBP")  # the example policy's, base currency first
 

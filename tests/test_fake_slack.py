@@ -1,5 +1,5 @@
-"""The fake Slack Web API (``tests.fakes.slack_api``), driven by a real ``AsyncWebClient``,
-and the signed requests of ``tests.fakes.signing``, checked with slack_sdk's verifier."""
+"""The fake Slack Web API (``bot.standin.web_api``), driven by a real ``AsyncWebClient``,
+and the signed requests of ``bot.standin.signing``, checked with slack_sdk's verifier."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import cards
-from tests.fakes import signing
-from tests.fakes.slack_api import FakeSlack
+from bot.standin import signing
+from bot.standin.web_api import FakeSlack
 
 SECRET = "signing-secret"
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*PR-1*"}}]

@@ -15,7 +15,7 @@ and ``retry_num``/``retry_reason`` (``X-Slack-Retry-Num``/``-Reason``, as Slack 
 redelivers an event).
 
 Trigger IDs made by :func:`trigger_id` name the user they belong to, so the fake Web API
-(:mod:`tests.fakes.slack_api`) knows whose modal ``views.open`` opened.
+(:mod:`bot.standin.web_api`) knows whose modal ``views.open`` opened.
 """
 
 from __future__ import annotations

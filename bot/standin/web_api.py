@@ -19,7 +19,7 @@ What it models:
   (as Slack: ``channel_not_found`` otherwise); ``ts`` are unique and increasing; threads;
   message ``metadata`` (returned by ``conversations.history`` with ``include_all_metadata``);
 * **views** -- ``views.open``/``push``/``update``/``publish``; a trigger ID is single-use,
-  and one made by :func:`tests.fakes.signing.trigger_id` tells whose modal it opened;
+  and one made by :func:`bot.standin.signing.trigger_id` tells whose modal it opened;
 * **blocks** -- messages and views are checked with ``slack_sdk.models`` as Slack would
   refuse them (``invalid_blocks``, ``invalid_arguments``);
 * **failures on demand** -- :meth:`FakeSlack.fail`: 429 with ``Retry-After`` or 500, for the
@@ -48,10 +48,10 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.signing import APP_ID, BOT_USER_ID, TEAM_ID, trigger_owner
+from bot.standin.signing import APP_ID, BOT_USER_ID, TEAM_ID, trigger_owner
 
 BOT_ID = "B_FAKE"
-TOKEN = "xoxb-fake-bot-token"
+TOKEN = "xoxb-fake-bot-token"  # noqa: S105 - the stand-in's own, not a secret
 _JSON_FIELDS = ("blocks", "attachments", "view", "metadata", "users")
 _MAX_MESSAGE_BLOCKS = 50
 _MAX_TEXT = 40000
@@ -118,7 +118,7 @@ class FakeSlack:
         self.team_id = team_id
         self.host = host
         self._users = users  # None: any user ID exists
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # noqa: S311 - fault injection, not crypto
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._calls: list[Call] = []

@@ -1,0 +1,174 @@
+"""A whole Slack workspace in one process: the stand-in Web API, the real app, people.
+
+:class:`Workspace` starts :class:`~bot.standin.web_api.FakeSlack`, builds the real
+:class:`~bot.runtime.Runtime` and Bolt app against it (``SLACK_API_URL`` pointing at the
+stand-in), and lets code act as people: type ``/purchase``, click a card's buttons, submit
+a modal, open the App Home. Every action is a *signed* HTTP request to the real ASGI app,
+exactly as Slack would send it. Time is a :class:`~bot.clock.FakeClock`; :meth:`settle`
+runs what the background tick would (due timers, then the outbox).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from bot.app import build_app
+from bot.clock import FakeClock
+from bot.ids import EVENTS_PATH, ActionId, CallbackId, StepValue
+from bot.runtime import Runtime
+from bot.server import build_asgi
+from bot.settings import Settings
+from bot.standin import signing
+from bot.standin.web_api import FakeSlack
+from flows.policy import parse_policy
+
+
+class Workspace:
+    def __init__(self, *, policy_text: str, database_url: str | None = None,
+                 clock: FakeClock | None = None, slack: FakeSlack | None = None,
+                 process_before_response: bool = True) -> None:
+        self.policy_text = policy_text
+        self.clock = clock or FakeClock()
+        self.secret = secrets.token_hex(16)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._database_url = database_url
+        self._own_slack = slack is None
+        self.slack = slack or FakeSlack()
+        self._pbr = process_before_response
+        self.runtime: Runtime
+        self.http: httpx.AsyncClient
+
+    async def __aenter__(self) -> Self:
+        if self._own_slack:
+            await self.slack.start()
+        if self._database_url is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="approvals-")
+            self._database_url = f"sqlite+aiosqlite:///{Path(self._tmp.name) / 'approvals.db'}"
+        settings = Settings(SLACK_BOT_TOKEN=self.slack.token,
+                            SLACK_SIGNING_SECRET=self.secret,
+                            SLACK_API_URL=self.slack.base_url,
+                            DATABASE_URL=self._database_url, _env_file=None)
+        self.runtime = Runtime(settings=settings, policy=parse_policy(self.policy_text),
+                               policy_source=self.policy_text, clock=self.clock)
+        self.app = build_app(self.runtime, process_before_response=self._pbr)
+        self.asgi = build_asgi(self.runtime, self.app, background=False)
+        await self.runtime.prepare()
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.asgi),
+                                      base_url="http://approvals.test")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self.runtime.close()
+        if self._own_slack:
+            await self.slack.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # ------------------------------------------------------------------ raw requests
+
+    async def send(self, request: signing.SignedRequest) -> httpx.Response:
+        return await self.http.post(EVENTS_PATH, content=request.body, headers=request.headers)
+
+    async def settle(self) -> None:
+        """Fire due timers and deliver the outbox, as the background tick would."""
+        await self.runtime.tick()
+
+    # ------------------------------------------------------------------ people
+
+    async def command(self, user: str, text: str = "") -> httpx.Response:
+        """``user`` types ``/purchase <text>``; the response is the acknowledgement."""
+        url = self.slack.response_url()
+        response = await self.send(signing.slash_command(
+            self.secret, text=text, user_id=user, response_url=url,
+            trigger=signing.trigger_id(user)))
+        await self.settle()
+        return response
+
+    async def click(self, user: str, message: dict[str, Any], action: ActionId | str
+                    ) -> httpx.Response:
+        """``user`` clicks the ``action`` button of ``message`` (as the stand-in stored it)."""
+        value = button_value(message, str(action))
+        url = self.slack.response_url(channel=message.get("channel"), ts=message.get("ts"))
+        response = await self.send(signing.block_actions(
+            self.secret, user_id=user, action_id=str(action), value=value, message=message,
+            response_url=url, trigger=signing.trigger_id(user)))
+        await self.settle()
+        return response
+
+    async def click_value(self, user: str, action: ActionId | str, value: StepValue | str,
+                          *, channel: str | None = None, ts: str | None = None
+                          ) -> httpx.Response:
+        """A click carrying ``value`` (for forged or out-of-date buttons)."""
+        raw = value.encode() if isinstance(value, StepValue) else value
+        channel = channel or self.slack.dm_channel(user)
+        url = self.slack.response_url(channel=channel, ts=ts or "1.000000")
+        response = await self.send(signing.block_actions(
+            self.secret, user_id=user, action_id=str(action), value=raw, channel_id=channel,
+            message_ts=ts or "1.000000", response_url=url, trigger=signing.trigger_id(user)))
+        await self.settle()
+        return response
+
+    async def submit(self, user: str, callback_id: CallbackId | str, *,
+                     texts: dict[str, str | None] | None = None,
+                     selects: dict[str, str | None] | None = None,
+                     private_metadata: str = "") -> httpx.Response:
+        response = await self.send(signing.view_submission(
+            self.secret, user_id=user, callback_id=str(callback_id),
+            values=signing.input_values(texts, selects), private_metadata=private_metadata))
+        await self.settle()
+        return response
+
+    async def reject(self, user: str, message: dict[str, Any], reason: str) -> httpx.Response:
+        """Click Reject on ``message``, then submit the reason in the modal that opens."""
+        clicked = await self.click(user, message, ActionId.REJECT)
+        modal = self.slack.last_view(user)
+        if modal is None or modal.get("callback_id") != CallbackId.REJECT_REASON.value:
+            return clicked
+        return await self.submit(user, CallbackId.REJECT_REASON, texts={"reason": reason},
+                                 private_metadata=str(modal.get("private_metadata", "")))
+
+    async def open_home(self, user: str, *, event_id: str | None = None,
+                        retry_num: int | None = None) -> httpx.Response:
+        response = await self.send(signing.app_home_opened(
+            self.secret, user_id=user, event_id=event_id, retry_num=retry_num))
+        await self.settle()
+        return response
+
+    # ------------------------------------------------------------------ what people see
+
+    def cards_of(self, user: str) -> list[dict[str, Any]]:
+        """Approval cards in ``user``'s DM (messages with decision buttons or a PR card)."""
+        return [m for m in self.slack.messages_to(user)
+                if (m.get("metadata") or {}).get("event_type") == "approval_card"]
+
+    def card(self, user: str, ref: str) -> dict[str, Any]:
+        """``user``'s latest card for request ``ref`` (``PR-3``), as it is now."""
+        for message in reversed(self.cards_of(user)):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if f"PR-{payload.get('request')}" == ref:
+                current = self.slack.message(str(message["channel"]), str(message["ts"]))
+                return current or message
+        raise LookupError(f"{user} has no card for {ref}")
+
+
+def button_value(message: dict[str, Any], action_id: str) -> str:
+    """The ``value`` of the button ``action_id`` in ``message``'s blocks."""
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                return str(element.get("value", ""))
+    raise LookupError(f"no {action_id!r} button in this message: "
+                      f"{json.dumps(message.get('blocks'))[:300]}")
+
+
+def has_buttons(message: dict[str, Any]) -> bool:
+    return any(element.get("type") == "button" and element.get("action_id") in {
+        ActionId.APPROVE.value, ActionId.REJECT.value}
+        for block in message.get("blocks") or [] for element in block.get("elements") or [])

@@ -1,1 +1,0 @@
-"""Fakes of the outside world: the Slack Web API and signed Slack requests."""

@@ -43,6 +43,7 @@ class Workspace:
         self._pbr = process_before_response
         self.runtime: Runtime
         self.http: httpx.AsyncClient
+        self.last_response_url: str | None = None  # of the latest command or click
 
     async def __aenter__(self) -> Self:
         if self._own_slack:
@@ -84,7 +85,7 @@ class Workspace:
 
     async def command(self, user: str, text: str = "") -> httpx.Response:
         """``user`` types ``/purchase <text>``; the response is the acknowledgement."""
-        url = self.slack.response_url()
+        url = self.last_response_url = self.slack.response_url()
         response = await self.send(signing.slash_command(
             self.secret, text=text, user_id=user, response_url=url,
             trigger=signing.trigger_id(user)))
@@ -96,6 +97,7 @@ class Workspace:
         """``user`` clicks the ``action`` button of ``message`` (as the stand-in stored it)."""
         value = button_value(message, str(action))
         url = self.slack.response_url(channel=message.get("channel"), ts=message.get("ts"))
+        self.last_response_url = url
         response = await self.send(signing.block_actions(
             self.secret, user_id=user, action_id=str(action), value=value, message=message,
             response_url=url, trigger=signing.trigger_id(user)))
@@ -109,6 +111,7 @@ class Workspace:
         raw = value.encode() if isinstance(value, StepValue) else value
         channel = channel or self.slack.dm_channel(user)
         url = self.slack.response_url(channel=channel, ts=ts or "1.000000")
+        self.last_response_url = url
         response = await self.send(signing.block_actions(
             self.secret, user_id=user, action_id=str(action), value=raw, channel_id=channel,
             message_ts=ts or "1.000000", response_url=url, trigger=signing.trigger_id(user)))
@@ -142,6 +145,12 @@ class Workspace:
         return response
 
     # ------------------------------------------------------------------ what people see
+
+    def answers(self) -> list[str]:
+        """What the app posted to the latest command's or click's ``response_url``."""
+        if self.last_response_url is None:
+            return []
+        return [str(p.get("text", "")) for p in self.slack.responses(self.last_response_url)]
 
     def cards_of(self, user: str) -> list[dict[str, Any]]:
         """Approval cards in ``user``'s DM (messages with decision buttons or a PR card)."""

@@ -59,6 +59,7 @@ class Runtime:
         self._wake = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self._prepared = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, policy_path: Path | None = None,
@@ -70,6 +71,8 @@ class Runtime:
 
     async def prepare(self) -> None:
         """Bring the schema up to date (SQLite) or check it (PostgreSQL); keep the policy."""
+        if self._prepared:
+            return
         if self.db.sqlite:
             await upgrade(self.db.engine)
         else:
@@ -79,6 +82,7 @@ class Runtime:
                                   f", not {head_revision()}: run `approvals db upgrade`")
         await self.store.register_policy(self.policy, source=self.policy_source,
                                          at=self.clock.now())
+        self._prepared = True
 
     # ------------------------------------------------------------------ background work
 

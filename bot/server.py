@@ -35,7 +35,7 @@ def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True) -> S
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await runtime.prepare()
+        await runtime.prepare()  # idempotent: serve_http has usually done it already
         if background:
             await runtime.start_background()
         try:
@@ -51,6 +51,7 @@ def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True) -> S
 async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
     import uvicorn
 
+    await runtime.prepare()  # a schema or database problem stops start-up with one line
     asgi = build_asgi(runtime, build_app(runtime))
     config = uvicorn.Config(asgi, host=host, port=port, log_level="info", access_log=False,
                             lifespan="on")

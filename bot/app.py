@@ -127,6 +127,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                 requester=user, amount=parsed.amount,
                 currency=parsed.currency or runtime.policy.currency, purpose=parsed.purpose,
                 at=clock.now()), policy=runtime.policy, source=runtime.policy_source)
+            runtime.submitted(created)
             return cards.submitted_text(created.request)
         if isinstance(parsed, ListRequests):
             return cards.list_text(await store.requests_of(user),
@@ -162,7 +163,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             await ack(response_action="errors", errors=form)
             return
         try:
-            await asyncio.wait_for(store.submit(Submit(
+            created = await asyncio.wait_for(store.submit(Submit(
                 requester=user, amount=form.amount, currency=form.currency, vendor=form.vendor,
                 purpose=form.purpose, cost_center=form.cost_center, at=clock.now()),
                 policy=runtime.policy, source=runtime.policy_source, receipt=True),
@@ -178,7 +179,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                       errors={InputId.PURPOSE.value: user_message(exc)})
             return
         await ack()
-        runtime.wake()
+        runtime.submitted(created)
 
     # ------------------------------------------------------------------ decisions
 

@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.clock import Clock, SystemClock
 from bot.delivery import Deliverer
 from bot.settings import ConfigError, Settings
+from flows.machine import Outcome
 from flows.policy import Policy, load_policy
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
@@ -99,6 +100,12 @@ class Runtime:
             await self.deliverer.drain()
         except Exception:
             log.exception("tick failed; trying again on the next one")
+
+    def submitted(self, outcome: Outcome) -> None:
+        """A request was just created: deliver its messages now, and let slower work
+        (such as an LLM's annotation) follow in the background without holding the ack."""
+        del outcome  # nothing slow to start yet
+        self.wake()
 
     def wake(self) -> None:
         """Deliver the outbox now (after a listener's commit)."""

@@ -154,3 +154,14 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class DelegationRow(Base):
+    """``delegator`` is away until ``until``: their steps go to ``delegate`` meanwhile."""
+
+    __tablename__ = "delegations"
+
+    delegator: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delegate: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -19,8 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from flows.delegation import Delegations, resolve
 from flows.errors import RequestInvalid, Unroutable
-from flows.model import Advice, Request, RequestStatus, Step, StepStatus
+from flows.model import Advice, Question, Request, RequestStatus, Step, StepStatus
 from flows.money import MAX_AMOUNT, convert
 from flows.policy import Policy
 from flows.routing import PlannedLevel, first_eligible_above, plan_route, settle_assignees
@@ -70,6 +71,33 @@ class Remind(_Command):
 
 class Escalate(_Command):
     step: int
+    at: datetime
+
+
+class HandOver(_Command):
+    """Move ``step`` from assignee ``frm`` to ``to`` (a delegation starting or ending)."""
+
+    step: int
+    frm: str
+    to: str
+    at: datetime
+
+
+class AskInfo(_Command):
+    """An assignee asks the requester a question; the step's clocks pause."""
+
+    step: int
+    actor: str
+    question: str
+    at: datetime
+
+
+class AnswerInfo(_Command):
+    """The requester answers the open question; the step's clocks resume."""
+
+    step: int
+    actor: str
+    answer: str
     at: datetime
 
 
@@ -140,7 +168,24 @@ class CancelTimers:
     step: int
 
 
-Effect = Audit | SendCard | UpdateCards | Notify | SendReminder | SetTimer | CancelTimers
+@dataclass(frozen=True, slots=True)
+class AskRequester:
+    """DM the requester question ``question`` of ``step``, with a button to answer."""
+
+    step: int
+    question: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverAnswer:
+    """Post the requester's answer to question ``question`` in the asker's card thread."""
+
+    step: int
+    question: int
+
+
+Effect = (Audit | SendCard | UpdateCards | Notify | SendReminder | SetTimer | CancelTimers
+          | AskRequester | DeliverAnswer)
 
 
 class RefusalCode(StrEnum):
@@ -150,6 +195,9 @@ class RefusalCode(StrEnum):
     NOT_REQUESTER = "not_requester"
     REASON_REQUIRED = "reason_required"
     SEPARATION_OF_DUTIES = "separation_of_duties"
+    QUESTION_OPEN = "question_open"
+    NO_QUESTION = "no_question"
+    TEXT_REQUIRED = "text_required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +244,7 @@ def validate_submission(cmd: Submit, policy: Policy) -> Decimal:
 
 
 def submit(cmd: Submit, *, request_id: int, policy: Policy, policy_version: str,
-           advice: Advice | None = None) -> Outcome:
+           advice: Advice | None = None, delegations: Delegations | None = None) -> Outcome:
     """Create request ``request_id``: route it, auto-approve it or start its first level.
 
     Raises :class:`RequestInvalid` for bad input and :class:`Unroutable` when a level the
@@ -240,7 +288,7 @@ def submit(cmd: Submit, *, request_id: int, policy: Policy, policy_version: str,
                                                 "base_amount": str(base_amount)}),
                 Notify(cmd.requester, Notice.APPROVED))
         return Outcome(request, tuple(out.effects))
-    request = _start_step(request, 0, policy, cmd.at, out)
+    request = _start_step(request, 0, policy, cmd.at, out, delegations or {})
     return Outcome(request, tuple(out.effects))
 
 
@@ -252,7 +300,7 @@ def _auto_approves(policy: Policy, base_amount: Decimal, advice: Advice | None) 
 
 
 def _start_step(request: Request, index: int, policy: Policy, at: datetime,
-                out: _Builder) -> Request:
+                out: _Builder, delegations: Delegations) -> Request:
     """Start level ``index``: settle who decides it, send cards, set its timers."""
     step = request.steps[index]
     try:
@@ -268,9 +316,10 @@ def _start_step(request: Request, index: int, policy: Policy, at: datetime,
                                            "unroutable": True, "reason": str(exc)}),
                 Notify(request.requester, Notice.REJECTED, index))
         return ended
+    assignees, on_behalf, notes = _delegated(settled.assignees, request, delegations, at)
     started = step.model_copy(update={
-        "status": StepStatus.PENDING, "assignees": settled.assignees,
-        "notes": settled.notes, "started_at": at})
+        "status": StepStatus.PENDING, "assignees": assignees, "on_behalf": on_behalf,
+        "notes": (*settled.notes, *notes), "started_at": at})
     for user in settled.assignees:
         out.add(SendCard(index, user))
     if policy.reminders is not None:
@@ -278,6 +327,27 @@ def _start_step(request: Request, index: int, policy: Policy, at: datetime,
     if policy.escalation is not None:
         out.add(SetTimer(TimerKind.ESCALATE, index, at + policy.escalation.after))
     return request.with_step(started, updated_at=at)
+
+
+def _excluded(request: Request) -> set[str]:
+    return {request.requester, *request.deciders}
+
+
+def _delegated(users: tuple[str, ...], request: Request, delegations: Delegations,
+               at: datetime) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
+    """``users`` with each away approver replaced by their delegate (where eligible)."""
+    excluded = _excluded(request)
+    out: list[str] = []
+    on_behalf: dict[str, str] = {}
+    notes: list[str] = []
+    for user in users:
+        stand_in = resolve(user, delegations, at=at, excluded=excluded)
+        if stand_in != user:
+            on_behalf.setdefault(stand_in, user)
+            notes.append(f"{user} is away; {stand_in} decides on their behalf")
+        if stand_in not in out:
+            out.append(stand_in)
+    return tuple(out), on_behalf, notes
 
 
 def _planned(step: Step) -> PlannedLevel:
@@ -334,13 +404,19 @@ def _why_not_pending(request: Request, step: Step) -> str:
     return f"{request.ref} is {request.status}; nothing is waiting for a decision."
 
 
+def _behalf(step: Step, actor: str) -> dict[str, str]:
+    principal = step.principal(actor)
+    return {"on_behalf_of": principal} if principal != actor else {}
+
+
 def _refused(request: Request, refusal: Refusal, actor: str, action: str,
              step: int | None) -> Outcome:
     return Outcome(request, (refusal_audit(refusal, actor=actor, action=action, step=step),),
                    refusal)
 
 
-def approve(request: Request, cmd: Approve, *, policy: Policy) -> Outcome:
+def approve(request: Request, cmd: Approve, *, policy: Policy,
+            delegations: Delegations | None = None) -> Outcome:
     checked = _check_decision(request, cmd.step, cmd.actor)
     if isinstance(checked, Refusal):
         return _refused(request, checked, cmd.actor, "approve", cmd.step)
@@ -348,11 +424,13 @@ def approve(request: Request, cmd: Approve, *, policy: Policy) -> Outcome:
                                       "decided_at": cmd.at})
     request = request.with_step(step, updated_at=cmd.at)
     out = _Builder()
-    out.add(Audit("approved", cmd.actor, {"step": step.index, "level": step.level}),
+    out.add(Audit("approved", cmd.actor, {"step": step.index, "level": step.level,
+                                          **_behalf(step, cmd.actor)}),
             CancelTimers(step.index), UpdateCards(step.index))
+    delegations = delegations or {}
     following = step.index + 1
     if following < len(request.steps):
-        request = _start_step(request, following, policy, cmd.at, out)
+        request = _start_step(request, following, policy, cmd.at, out, delegations)
     else:
         request = request.model_copy(update={"status": RequestStatus.APPROVED,
                                              "ended_by": cmd.actor})
@@ -375,7 +453,7 @@ def reject(request: Request, cmd: Reject, *, policy: Policy) -> Outcome:
                                 outcome_reason=reason, ended_by=cmd.actor)
     return Outcome(request, (
         Audit("rejected", cmd.actor, {"step": step.index, "level": step.level,
-                                      "reason": reason}),
+                                      "reason": reason, **_behalf(step, cmd.actor)}),
         CancelTimers(step.index), UpdateCards(step.index),
         Notify(request.requester, Notice.REJECTED, step.index)))
 
@@ -416,8 +494,9 @@ def _open_step(request: Request, index: int) -> Step | None:
 def remind(request: Request, cmd: Remind, *, policy: Policy) -> Outcome:
     """Remind every assignee still waiting; schedule the next reminder on the cadence."""
     step = _open_step(request, cmd.step)
-    if step is None or policy.reminders is None or step.started_at is None:
-        return Outcome(request)  # decided meanwhile: the timer does nothing
+    if step is None or policy.reminders is None or step.started_at is None \
+            or step.paused_at is not None:
+        return Outcome(request)  # decided (or paused) meanwhile: the timer does nothing
     waited = int((cmd.at - step.started_at).total_seconds())
     effects: list[Effect] = [SendReminder(step.index, user, waited) for user in step.assignees]
     effects.append(Audit("reminded", SYSTEM, {"step": step.index, "level": step.level,
@@ -436,29 +515,35 @@ def next_on_cadence(due_at: datetime, every: timedelta, now: datetime) -> dateti
     return due_at + (missed + 1) * every
 
 
-def escalation_targets(request: Request, step: Step, policy: Policy) -> tuple[str, ...]:
-    """Who a step escalates to, with separation of duties applied."""
+def escalation_targets(request: Request, step: Step, policy: Policy, *,
+                       delegations: Delegations | None = None,
+                       at: datetime | None = None) -> tuple[str, ...]:
+    """Who a step escalates to, with separation of duties (and delegation) applied."""
     assert policy.escalation is not None
-    excluded = {request.requester, *request.deciders}
+    excluded = _excluded(request)
     targets: list[str] = []
     if policy.escalation.to == "manager":
         for user in step.assignees:
-            boss = policy.manager_of(user)
+            boss = policy.manager_of(step.principal(user))
             if boss is not None and boss in excluded:
                 boss = first_eligible_above(policy, boss, excluded=excluded)
             if boss is not None:
                 targets.append(boss)
     else:
         targets.extend(u for u in policy.escalation.to if u not in excluded)
+    if delegations and at is not None:
+        targets = [resolve(u, delegations, at=at, excluded=excluded) for u in targets]
     return tuple(u for u in dict.fromkeys(targets) if u not in step.assignees)
 
 
-def escalate(request: Request, cmd: Escalate, *, policy: Policy) -> Outcome:
+def escalate(request: Request, cmd: Escalate, *, policy: Policy,
+             delegations: Delegations | None = None) -> Outcome:
     """Add the escalation targets to the step's assignees, once per step."""
     step = _open_step(request, cmd.step)
-    if step is None or policy.escalation is None or step.escalated_at is not None:
+    if step is None or policy.escalation is None or step.escalated_at is not None \
+            or step.paused_at is not None:
         return Outcome(request)
-    targets = escalation_targets(request, step, policy)
+    targets = escalation_targets(request, step, policy, delegations=delegations, at=cmd.at)
     escalated = step.model_copy(update={"assignees": (*step.assignees, *targets),
                                         "escalated_to": targets, "escalated_at": cmd.at})
     request = request.with_step(escalated, updated_at=cmd.at)
@@ -474,17 +559,142 @@ def escalate(request: Request, cmd: Escalate, *, policy: Policy) -> Outcome:
 
 # --------------------------------------------------------------------------- dispatch
 
-Command = Approve | Reject | Cancel | Remind | Escalate
+# --------------------------------------------------------------------------- delegation
 
 
-def apply(request: Request, cmd: Command, *, policy: Policy) -> Outcome:
-    """Run the transition for ``cmd``: the one entry point every shell uses."""
+def hand_over(request: Request, cmd: HandOver, *, policy: Policy) -> Outcome:
+    """Give ``cmd.frm``'s place on a pending step to ``cmd.to`` (or hand it back)."""
+    del policy
+    step = _open_step(request, cmd.step)
+    if step is None or cmd.frm not in step.assignees or cmd.frm == cmd.to:
+        return Outcome(request)
+    if cmd.to in _excluded(request):
+        return Outcome(request)  # separation of duties wins: the step stays where it is
+    principal = step.principal(cmd.frm)
+    on_behalf = {k: v for k, v in step.on_behalf.items() if k != cmd.frm}
+    if cmd.to != principal:
+        on_behalf[cmd.to] = principal
+    assignees = tuple(dict.fromkeys(cmd.to if u == cmd.frm else u for u in step.assignees))
+    moved = step.model_copy(update={"assignees": assignees, "on_behalf": on_behalf})
+    request = request.with_step(moved, updated_at=cmd.at)
+    return Outcome(request, (
+        Audit("delegated", SYSTEM, {"step": step.index, "level": step.level,
+                                    "from": cmd.frm, "to": cmd.to,
+                                    "on_behalf_of": principal}),
+        UpdateCards(step.index), SendCard(step.index, cmd.to)))
+
+
+# --------------------------------------------------------------------------- more information
+
+
+def ask_info(request: Request, cmd: AskInfo, *, policy: Policy) -> Outcome:
+    """An assignee asks the requester a question; reminders and escalation pause."""
+    del policy
+    checked = _check_decision(request, cmd.step, cmd.actor)
+    if isinstance(checked, Refusal):
+        return _refused(request, checked, cmd.actor, "request_info", cmd.step)
+    question = cmd.question.strip()
+    if not question:
+        return Outcome(request, (), Refusal(RefusalCode.TEXT_REQUIRED, "Ask a question."))
+    if checked.open_question is not None:
+        refusal = Refusal(RefusalCode.QUESTION_OPEN,
+                          f"{request.ref} already waits for the requester's answer to "
+                          f"{checked.open_question.by}'s question.")
+        return _refused(request, refusal, cmd.actor, "request_info", cmd.step)
+    asked = checked.model_copy(update={
+        "questions": (*checked.questions, Question(by=cmd.actor, text=question,
+                                                   asked_at=cmd.at)),
+        "paused_at": cmd.at})
+    request = request.with_step(asked, updated_at=cmd.at)
+    return Outcome(request, (
+        Audit("info_requested", cmd.actor, {"step": asked.index, "level": asked.level,
+                                            "question": question}),
+        CancelTimers(asked.index), UpdateCards(asked.index),
+        AskRequester(asked.index, len(asked.questions) - 1)))
+
+
+def answer_info(request: Request, cmd: AnswerInfo, *, policy: Policy) -> Outcome:
+    """The requester answers; the asker gets the answer and the clocks resume."""
+    step = request.step(cmd.step)
+    if cmd.actor != request.requester:
+        refusal = Refusal(RefusalCode.NOT_REQUESTER,
+                          f"Only the requester can answer questions about {request.ref}.")
+        return _refused(request, refusal, cmd.actor, "answer_info", cmd.step)
+    if step is None or _open_step(request, cmd.step) is None or step.open_question is None:
+        refusal = Refusal(RefusalCode.NO_QUESTION,
+                          f"No question about {request.ref} waits for an answer any more.")
+        return _refused(request, refusal, cmd.actor, "answer_info", cmd.step)
+    answer = cmd.answer.strip()
+    if not answer:
+        return Outcome(request, (), Refusal(RefusalCode.TEXT_REQUIRED, "Write an answer."))
+    paused = step.paused_at or cmd.at
+    answered = step.open_question.model_copy(update={"answer": answer,
+                                                     "answered_at": cmd.at})
+    resumed = step.model_copy(update={
+        "questions": (*step.questions[:-1], answered), "paused_at": None,
+        "paused_seconds": step.paused_seconds + (cmd.at - paused).total_seconds()})
+    request = request.with_step(resumed, updated_at=cmd.at)
+    effects: list[Effect] = [
+        Audit("info_answered", cmd.actor, {"step": step.index, "level": step.level,
+                                           "question": answered.text, "answer": answer,
+                                           "paused_seconds": int((cmd.at - paused)
+                                                                 .total_seconds())}),
+        DeliverAnswer(step.index, len(resumed.questions) - 1), UpdateCards(step.index)]
+    effects += resume_timers(resumed, policy, cmd.at)
+    return Outcome(request, tuple(effects))
+
+
+def waited(step: Step, at: datetime) -> timedelta:
+    """How long ``step`` has waited for a decision, not counting time spent on questions."""
+    assert step.started_at is not None
+    paused = timedelta(seconds=step.paused_seconds)
+    if step.paused_at is not None:
+        paused += at - step.paused_at
+    return at - step.started_at - paused
+
+
+def resume_timers(step: Step, policy: Policy, at: datetime) -> list[Effect]:
+    """Timers that continue the step's clocks from where the question paused them."""
+    effects: list[Effect] = []
+    elapsed = waited(step, at)
+    if policy.reminders is not None:
+        first, every = policy.reminders.after, policy.reminders.every
+        if elapsed < first:
+            due = at + (first - elapsed)
+        else:
+            due = at + (first + ((elapsed - first) // every + 1) * every - elapsed)
+        effects.append(SetTimer(TimerKind.REMIND, step.index, due))
+    if policy.escalation is not None and step.escalated_at is None:
+        left = policy.escalation.after - elapsed
+        effects.append(SetTimer(TimerKind.ESCALATE, step.index,
+                                at + max(left, timedelta(0))))
+    return effects
+
+
+# --------------------------------------------------------------------------- dispatch
+
+Command = Approve | Reject | Cancel | Remind | Escalate | HandOver | AskInfo | AnswerInfo
+
+
+def apply(request: Request, cmd: Command, *, policy: Policy,
+          delegations: Delegations | None = None) -> Outcome:
+    """Run the transition for ``cmd``: the one entry point every shell uses.
+
+    ``delegations`` are the active out-of-office hand-overs, for steps that start (or
+    escalate) during this transition.
+    """
     if isinstance(cmd, Approve):
-        return approve(request, cmd, policy=policy)
+        return approve(request, cmd, policy=policy, delegations=delegations)
     if isinstance(cmd, Reject):
         return reject(request, cmd, policy=policy)
     if isinstance(cmd, Cancel):
         return cancel(request, cmd, policy=policy)
     if isinstance(cmd, Remind):
         return remind(request, cmd, policy=policy)
-    return escalate(request, cmd, policy=policy)
+    if isinstance(cmd, HandOver):
+        return hand_over(request, cmd, policy=policy)
+    if isinstance(cmd, AskInfo):
+        return ask_info(request, cmd, policy=policy)
+    if isinstance(cmd, AnswerInfo):
+        return answer_info(request, cmd, policy=policy)
+    return escalate(request, cmd, policy=policy, delegations=delegations)

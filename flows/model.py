@@ -38,6 +38,16 @@ class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Question(_Value):
+    """An approver's question to the requester, and its answer once given."""
+
+    by: str
+    text: str
+    asked_at: datetime
+    answer: str | None = None
+    answered_at: datetime | None = None
+
+
 class Step(_Value):
     index: int
     level: str
@@ -52,6 +62,19 @@ class Step(_Value):
     reason_text: str | None = None  # a rejection's reason
     escalated_to: tuple[str, ...] = ()
     escalated_at: datetime | None = None
+    on_behalf: dict[str, str] = {}  # delegate -> the approver they stand in for
+    questions: tuple[Question, ...] = ()
+    paused_at: datetime | None = None  # waiting for the requester's answer since
+    paused_seconds: float = 0.0  # time spent waiting for answers before paused_at
+
+    @property
+    def open_question(self) -> Question | None:
+        last = self.questions[-1] if self.questions else None
+        return last if last is not None and last.answer is None else None
+
+    def principal(self, user: str) -> str:
+        """The approver ``user`` decides for: themself, or whoever delegated to them."""
+        return self.on_behalf.get(user, user)
 
     @property
     def label(self) -> str:
@@ -105,8 +128,14 @@ class Request(_Value):
 
     @property
     def deciders(self) -> tuple[str, ...]:
-        return tuple(s.decided_by for s in self.steps
-                     if s.decided_by is not None and s.status is StepStatus.APPROVED)
+        """Everyone who decided a level, and everyone a delegate decided for."""
+        out: list[str] = []
+        for s in self.steps:
+            if s.decided_by is not None and s.status is StepStatus.APPROVED:
+                out.append(s.decided_by)
+                if s.principal(s.decided_by) != s.decided_by:
+                    out.append(s.principal(s.decided_by))
+        return tuple(out)
 
     @property
     def amount_text(self) -> str:
@@ -133,4 +162,4 @@ def parse_ref(text: str) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 19 and int(raw) > 0 else None
 
 
-__all__ = ["Advice", "Request", "RequestStatus", "Step", "StepStatus", "parse_ref"]
+__all__ = ["Advice", "Question", "Request", "RequestStatus", "Step", "StepStatus", "parse_ref"]

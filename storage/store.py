@@ -21,11 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from flows import machine
 from flows.audit import Break, Entry, make_entry, verify
+from flows.delegation import Delegation, check, resolve
 from flows.machine import (
+    AskRequester,
     Audit,
     CancelTimers,
     Command,
+    DeliverAnswer,
     Effect,
+    HandOver,
     Notify,
     Outcome,
     Refusal,
@@ -46,6 +50,7 @@ from storage.tables import (
     AuditHeadRow,
     AuditRow,
     CardRow,
+    DelegationRow,
     OutboxRow,
     PolicyRow,
     RequestRow,
@@ -148,9 +153,12 @@ class Store:
         ``receipt`` also queues a DM telling the requester the new ``PR-<n>`` (for a
         submission whose acknowledgement cannot carry it, like a modal's).
         """
-        planned = machine.submit(cmd, request_id=0, policy=policy,
-                                 policy_version=policy.version_hash, advice=advice)
+        # Validate and route before opening a write transaction: a refusal costs no lock.
+        machine.submit(cmd, request_id=0, policy=policy, policy_version=policy.version_hash)
         async with self.db.write() as session:
+            planned = machine.submit(cmd, request_id=0, policy=policy,
+                                     policy_version=policy.version_hash, advice=advice,
+                                     delegations=await self._delegations(session, cmd.at))
             version = await self._ensure_policy(
                 session, policy, source=source or policy.canonical_json(), at=cmd.at)
             draft = planned.request
@@ -205,7 +213,8 @@ class Store:
             return None
         request = Request.model_validate_json(row.doc)
         policy = await self._load_policy(session, row.policy_hash)
-        outcome = machine.apply(request, cmd, policy=policy)
+        outcome = machine.apply(request, cmd, policy=policy,
+                                delegations=await self._delegations(session, cmd.at))
         await self._save(session, row.version, outcome, at=cmd.at,
                          changed=outcome.request != request)
         return outcome
@@ -288,6 +297,10 @@ class Store:
         elif isinstance(effect, SendReminder):
             kind, payload = "reminder", {"step": effect.step, "user": effect.user,
                                          "waited_seconds": effect.waited_seconds}
+        elif isinstance(effect, AskRequester):
+            kind, payload = "ask", {"step": effect.step, "question": effect.question}
+        elif isinstance(effect, DeliverAnswer):
+            kind, payload = "answer", {"step": effect.step, "question": effect.question}
         else:
             return  # Audit and CancelTimers are written by _save
         self.enqueue(session, request_id=request.id, kind=kind, payload=payload, at=at)
@@ -304,8 +317,10 @@ class Store:
         step = request.current
         if step is not None:
             for user in step.assignees:
+                principal = step.principal(user)
                 session.add(AssignmentRow(user_id=user, request_id=request.id, step=step.index,
-                                          since=step.started_at or request.updated_at))
+                                          since=step.started_at or request.updated_at,
+                                          principal=principal if principal != user else None))
 
     async def _append(self, session: AsyncSession,
                       items: Sequence[tuple[str | None, str, str, dict[str, Any]]], *,
@@ -337,6 +352,108 @@ class Store:
         async with self.db.write() as session:
             await self._append(session, [(f"PR-{request_id}" if request_id else None, event,
                                           actor, data)], at=at)
+
+    # ------------------------------------------------------------------ delegation
+
+    async def _delegations(self, session: AsyncSession, at: datetime) -> dict[str, Delegation]:
+        rows = (await session.execute(
+            select(DelegationRow).where(DelegationRow.until > at))).scalars().all()
+        return {r.delegator: Delegation(r.delegate, r.until) for r in rows}
+
+    async def delegation_of(self, user: str, *, at: datetime) -> Delegation | None:
+        async with self.db.read() as session:
+            return (await self._delegations(session, at)).get(user)
+
+    async def set_delegation(self, delegator: str, delegate: str, *, until: datetime,
+                             at: datetime) -> list[Outcome]:
+        """``delegator`` is away until ``until``: their pending steps go to ``delegate``.
+
+        Raises ``RequestInvalid`` for a delegation to oneself, into the past, or in a loop.
+        """
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    current = await self._delegations(session, at)
+                    check(delegator, delegate, current, at=at, until=until)
+                    await session.execute(delete(DelegationRow).where(
+                        DelegationRow.delegator == delegator))
+                    session.add(DelegationRow(delegator=delegator, delegate=delegate,
+                                              until=until, created_at=at))
+                    await session.flush()
+                    await self._append(session, [(None, "delegated", delegator, {
+                        "to": delegate, "until": until.isoformat()})], at=at)
+                    current[delegator] = Delegation(delegate, until)
+                    return await self._hand_over_all(session, delegator, current, at=at)
+            except Conflict:
+                continue
+        raise RuntimeError("delegation kept conflicting")
+
+    async def clear_delegation(self, delegator: str, *, at: datetime) -> list[Outcome] | None:
+        """End ``delegator``'s delegation; steps handed over come back. ``None``: there was none."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    current = await self._delegations(session, at)
+                    existing = current.pop(delegator, None)
+                    if existing is None:
+                        return None
+                    await session.execute(delete(DelegationRow).where(
+                        DelegationRow.delegator == delegator))
+                    await self._append(session, [(None, "delegated", delegator, {
+                        "to": None, "ended": True})], at=at)
+                    return await self._hand_back(session, delegator, current, at=at)
+            except Conflict:
+                continue
+        raise RuntimeError("delegation kept conflicting")
+
+    async def _hand_over_all(self, session: AsyncSession, delegator: str,
+                             delegations: dict[str, Delegation], *,
+                             at: datetime) -> list[Outcome]:
+        """Move ``delegator``'s pending steps to their (resolved) delegate."""
+        rows = (await session.execute(select(AssignmentRow.request_id, AssignmentRow.step)
+                                      .where(AssignmentRow.user_id == delegator))).all()
+        outcomes = []
+        for request_id, step in rows:
+            row = await session.get(RequestRow, request_id, with_for_update=True,
+                                    populate_existing=True)
+            if row is None:
+                continue
+            request = Request.model_validate_json(row.doc)
+            excluded = {request.requester, *request.deciders}
+            to = resolve(delegator, delegations, at=at, excluded=excluded)
+            outcome = machine.hand_over(request, HandOver(step=step, frm=delegator, to=to,
+                                                          at=at),
+                                        policy=await self._load_policy(session, row.policy_hash))
+            await self._save(session, row.version, outcome, at=at,
+                             changed=outcome.request != request)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _hand_back(self, session: AsyncSession, delegator: str,
+                         delegations: dict[str, Delegation], *, at: datetime) -> list[Outcome]:
+        """Give ``delegator`` back the pending steps a delegate holds on their behalf."""
+        rows = (await session.execute(select(AssignmentRow.request_id).where(
+            AssignmentRow.principal == delegator).distinct())).all()
+        outcomes = []
+        for (request_id,) in rows:
+            row = await session.get(RequestRow, request_id, with_for_update=True,
+                                    populate_existing=True)
+            if row is None:
+                continue
+            request = Request.model_validate_json(row.doc)
+            step = request.current
+            if step is None:
+                continue
+            holder = next((d for d, p in step.on_behalf.items() if p == delegator), None)
+            if holder is None:
+                continue
+            outcome = machine.hand_over(request, HandOver(step=step.index, frm=holder,
+                                                          to=delegator, at=at),
+                                        policy=await self._load_policy(session, row.policy_hash))
+            await self._save(session, row.version, outcome, at=at,
+                             changed=outcome.request != request)
+            outcomes.append(outcome)
+        return outcomes
 
     # ------------------------------------------------------------------ reads
 

@@ -66,8 +66,10 @@ class AssignmentRow(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime())
+    principal: Mapped[str | None] = mapped_column(String(64))  # stood in for, by delegation
 
-    __table_args__ = (Index("ix_assignments_request", "request_id"),)
+    __table_args__ = (Index("ix_assignments_request", "request_id"),
+                      Index("ix_assignments_principal", "principal"))
 
 
 class TimerRow(Base):

@@ -1,4 +1,4 @@
-"""Delegations: out-of-office hand-overs of approval steps.
+"""Delegations: out-of-office hand-overs of approval steps, and whom an assignee stands in for.
 
 Revision ID: 0002
 Revises: 0001
@@ -26,7 +26,13 @@ def upgrade() -> None:
         sa.Column("until", UTCDateTime(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
+    with op.batch_alter_table("assignments") as batch:
+        batch.add_column(sa.Column("principal", sa.String(64), nullable=True))
+        batch.create_index("ix_assignments_principal", ["principal"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("assignments") as batch:
+        batch.drop_index("ix_assignments_principal")
+        batch.drop_column("principal")
     op.drop_table("delegations")

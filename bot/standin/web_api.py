@@ -28,13 +28,15 @@ What it models:
   interaction's ``response_url``; :meth:`FakeSlack.response_url` makes one.
 
 Implemented methods: ``auth.test``, ``chat.postMessage``, ``chat.update``,
-``chat.postEphemeral``, ``conversations.open``, ``conversations.history``, ``views.open``,
-``views.push``, ``views.update``, ``views.publish``, ``users.info``; any other answers
-``unknown_method``.
+``chat.postEphemeral``, ``conversations.open``, ``conversations.history``,
+``conversations.replies``, ``views.open``, ``views.push``, ``views.update``,
+``views.publish``, ``users.info``; any other answers ``unknown_method``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -87,6 +89,7 @@ class _Failure:
     remaining: int | None  # None: no count, use ``rate``
     rate: float | None
     retry_after: int
+    processed: bool = False  # the call takes effect before the failure is answered
 
 
 @dataclass(slots=True)
@@ -119,6 +122,7 @@ class FakeSlack:
         self.host = host
         self._users = users  # None: any user ID exists
         self._random = random.Random(seed)  # noqa: S311 - fault injection, not crypto
+        self._release = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._calls: list[Call] = []
@@ -142,6 +146,7 @@ class FakeSlack:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "conversations.open": self._conversations_open,
             "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "views.open": self._views_open,
             "views.push": self._views_open,
             "views.update": self._views_update,
@@ -194,12 +199,15 @@ class FakeSlack:
     # ------------------------------------------------------------------ failures on demand
 
     def fail(self, method: str = "*", *, status: int = 429, times: int | None = 1,
-             rate: float | None = None, retry_after: int = 1) -> None:
+             rate: float | None = None, retry_after: int = 1, processed: bool = False) -> None:
         """Answer ``status`` (429 with ``Retry-After``, or 500...) instead of handling calls.
 
         The next ``times`` calls of ``method`` fail, or -- with ``rate`` -- each call fails
         with that probability, drawn from the fake's seeded generator (repeatable).
-        ``method="*"`` matches every method. Failed calls change nothing.
+        ``method="*"`` matches every method. Failed calls change nothing, unless
+        ``processed``: then the call takes effect and only its answer is lost (as when
+        Slack posts a message and the connection drops before the reply). ``status=0``
+        *stalls*: the call takes effect and its answer waits until :meth:`release`.
         """
         if rate is not None:
             if not 0 <= rate <= 1:
@@ -207,11 +215,22 @@ class FakeSlack:
             times = None
         elif times is None or times < 1:
             raise ValueError("give times >= 1 or a rate")
-        self._failures.append(_Failure(method, status, times, rate, retry_after))
+        self._failures.append(_Failure(method, status, times, rate, retry_after,
+                                       processed or status == 0))
+
+    def stall(self, method: str, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` take effect, but get no answer until
+        :meth:`release` (for killing a client between Slack's effect and its reply)."""
+        self.fail(method, status=0, times=times)
+
+    def release(self) -> None:
+        """Answer every stalled call."""
+        self._release.set()
 
     def heal(self) -> None:
-        """Forget every failure set by :meth:`fail`."""
+        """Forget every failure set by :meth:`fail`, and answer stalled calls."""
         self._failures.clear()
+        self._release.set()
 
     def _failure_for(self, method: str) -> _Failure | None:
         for failure in self._failures:
@@ -306,6 +325,17 @@ class FakeSlack:
             params, early = {}, exc
         at = time.time()
         failure = self._failure_for(method)
+        if failure is not None and failure.processed and early is None:
+            with contextlib.suppress(SlackError):
+                self._check_auth(request, params)
+                handler = self._methods.get(method)
+                if handler is not None:
+                    handler(params)
+            if failure.status == 0:
+                self._calls.append(Call(method, params, at, 0, "stalled"))
+                await self._release.wait()
+                return web.json_response({"ok": False, "error": "request_timeout"},
+                                         status=504)
         if failure is not None:
             self._calls.append(Call(method, params, at, failure.status, "injected"))
             if failure.status == 429:
@@ -545,6 +575,23 @@ class FakeSlack:
         more = offset + limit < len(top)
         return {"messages": messages, "has_more": more, "pin_count": 0,
                 "response_metadata": {"next_cursor": str(offset + limit) if more else ""}}
+
+    def _conversations_replies(self, params: Params) -> Answer:
+        channel = self._existing(str(params.get("channel") or ""))
+        parent = str(params.get("ts") or "")
+        if self._find(channel, parent) is None:
+            raise SlackError("thread_not_found")
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        messages = []
+        for m in self._messages[channel]:
+            if m["ts"] == parent or m.get("thread_ts") == parent:
+                public = self._public(m)
+                public.pop("channel")
+                if not with_metadata:
+                    public.pop("metadata", None)
+                messages.append(public)
+        return {"messages": messages, "has_more": False,
+                "response_metadata": {"next_cursor": ""}}
 
     def _store_view(self, view: object, *, owner: str | None, view_id: str | None = None,
                     kind: str = "modal") -> dict[str, Any]:

@@ -135,12 +135,35 @@ def describe(request: Request) -> str:
 
 def _decision_buttons(request: Request, step: Step) -> ActionsBlock:
     value = StepValue(request_id=request.id, step=step.index).encode()
-    return ActionsBlock(elements=[
+    buttons = [
         ButtonElement(text="Approve", action_id=ActionId.APPROVE.value, value=value,
                       style="primary"),
         ButtonElement(text="Reject", action_id=ActionId.REJECT.value, value=value,
                       style="danger"),
-    ])
+    ]
+    if step.open_question is None:
+        buttons.append(ButtonElement(text="Ask a question",
+                                     action_id=ActionId.REQUEST_INFO.value, value=value))
+    return ActionsBlock(elements=buttons)
+
+
+def decider(step: Step) -> str:
+    """``<@BOB>``, or ``<@BOB>, on behalf of <@CAROL>`` when Bob stood in for Carol."""
+    who = step.decided_by or ""
+    principal = step.principal(who)
+    return user(who) + (f", on behalf of {user(principal)}" if principal != who else "")
+
+
+def _questions(step: Step) -> list[Block]:
+    blocks: list[Block] = []
+    for question in step.questions[-3:]:
+        text = f"❓ {user(question.by)} asked: {quote(safe(question.text, 800))}"
+        if question.answer is not None:
+            text += f"\n💬 Answer: {quote(safe(question.answer, 1500))}"
+        else:
+            text += "\n_Waiting for the requester's answer; reminders are paused._"
+        blocks.append(_section(text))
+    return blocks
 
 
 def _can_decide(step: Step, viewer: str | None) -> bool:
@@ -245,16 +268,25 @@ def _step_state(request: Request, step: Step, viewer: str | None) -> list[Block]
             since = f", {when(step.escalated_at)}" if step.escalated_at else ""
             out.append(_context(f"⏫ Escalated to {users(step.escalated_to)}{since}"))
         since = f" since {when(step.started_at)}" if step.started_at else ""
-        out.append(_context(f"⏳ Waiting for {users(step.assignees)}{since}"))
+        behalf = [f"{user(d)} for {user(p)}" for d, p in step.on_behalf.items()
+                  if d in step.assignees]
+        out.extend(_questions(step))
+        out.append(_context(f"⏳ Waiting for {users(step.assignees)}{since}"
+                            + (f" ({', '.join(behalf)}, by delegation)" if behalf else "")))
+        if viewer is not None and viewer not in step.assignees and viewer in (
+                *step.on_behalf.values(),):
+            holder = next(d for d, p in step.on_behalf.items() if p == viewer)
+            out.append(_context(f"↪️ Delegated to {user(holder)} while you are away."))
         if _can_decide(step, viewer):
             out.append(_decision_buttons(request, step))
         return out
     at = f" · {when(step.decided_at)}" if step.decided_at else ""
     if step.status is StepStatus.APPROVED:
-        return [_section(f"✅ *Approved* by {user(step.decided_by or '')}{at}")]
+        return [*_questions(step), _section(f"✅ *Approved* by {decider(step)}{at}")]
     if step.status is StepStatus.REJECTED:
         reason = safe(step.reason_text or "no reason given", REASON_SHOWN)
-        return [_section(f"❌ *Rejected* by {user(step.decided_by or '')}{at}\n{quote(reason)}")]
+        return [*_questions(step),
+                _section(f"❌ *Rejected* by {decider(step)}{at}\n{quote(reason)}")]
     if step.status is StepStatus.CANCELLED:
         if request.status is RequestStatus.CANCELLED:
             return [_section(f"🚫 *Cancelled by the requester*{at}")]
@@ -345,7 +377,72 @@ def reject_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict
     return result
 
 
+def ask_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
+    """The modal ``Ask a question`` opens (``callback_id`` ``request_info``)."""
+    blocks: list[Block] = [
+        _section(f"{_headline(request)}\n{step_label(request, step)}\n"
+                 + quote(safe(request.purpose, 1000))),
+        InputBlock(
+            block_id=InputId.QUESTION.value, label="Your question",
+            hint="The requester gets it by DM. Reminders and escalation pause until they "
+                 "answer.",
+            element=PlainTextInputElement(action_id=InputId.QUESTION.value, multiline=True,
+                                          max_length=REASON_MAX)),
+    ]
+    view = View(type="modal", callback_id=CallbackId.REQUEST_INFO.value,
+                title=clip(f"Ask about {request.ref}", VIEW_TITLE), submit="Ask",
+                close="Cancel", blocks=blocks, private_metadata=metadata.encode())
+    result: dict[str, Any] = view.to_dict()
+    return result
+
+
+def answer_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
+    """The modal the requester answers a question in (``callback_id`` ``info_answer``)."""
+    question = step.open_question
+    asked = (f"{user(question.by)} asks:\n{quote(safe(question.text, 1500))}" if question
+             else "_No question is open any more._")
+    blocks: list[Block] = [
+        _section(f"*{request.ref}* · *{_amount(request)}*\n{asked}"),
+        InputBlock(
+            block_id=InputId.ANSWER.value, label="Your answer",
+            element=PlainTextInputElement(action_id=InputId.ANSWER.value, multiline=True,
+                                          max_length=REASON_MAX)),
+    ]
+    view = View(type="modal", callback_id=CallbackId.INFO_ANSWER.value,
+                title=clip(f"Answer about {request.ref}", VIEW_TITLE), submit="Send",
+                close="Cancel", blocks=blocks, private_metadata=metadata.encode())
+    result: dict[str, Any] = view.to_dict()
+    return result
+
+
 # --------------------------------------------------------------------------- DMs
+
+
+def question_dm(request: Request, step: Step, index: int) -> Message:
+    """The requester's DM with an approver's question and a button to answer it."""
+    question = step.questions[index]
+    value = StepValue(request_id=request.id, step=step.index).encode()
+    blocks: list[Block] = [
+        _section(f"❓ {user(question.by)} has a question about *{request.ref}* · "
+                 f"*{_amount(request)}* ({escape(step.level)} level):\n"
+                 f"{quote(safe(question.text, 2000))}"),
+        ActionsBlock(elements=[ButtonElement(text="Answer", style="primary",
+                                             action_id=ActionId.ANSWER_INFO.value,
+                                             value=value)]),
+        _context("The approval waits for your answer."),
+    ]
+    return _message(f"{request.ref}: a question from the {step.level} approver", blocks)
+
+
+def answer_reply(request: Request, step: Step, index: int) -> Message:
+    """The requester's answer, posted in the asking approver's card thread."""
+    question = step.questions[index]
+    blocks: list[Block] = [
+        _section(f"💬 {user(request.requester)} answered your question about "
+                 f"*{request.ref}*:\n{quote(safe(question.answer or '', 2500))}"),
+        _context(f"You asked: {safe(question.text, 500)}"),
+    ]
+    return _message(f"{request.ref}: the requester answered your question", blocks)
 
 
 def outcome_dm(request: Request, notice: Notice | str, *, step: Step | None = None) -> Message:

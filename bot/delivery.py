@@ -29,6 +29,8 @@ from storage.store import CardRef, OutboxItem, Store
 log = logging.getLogger("approvals.delivery")
 
 MAX_ATTEMPTS = 10
+CARD_EVENT = "approval_card"  # message metadata event types of what the bot posts
+NOTICE_EVENT = "approvals_notice"
 BATCH = 50
 CONCURRENCY = 8
 HOME_FETCH = 200  # rows read for one App Home; the view shows fewer and counts the rest
@@ -148,13 +150,18 @@ class Deliverer:
             step_index = payload.get("step")
             step = request.step(int(step_index)) if step_index is not None else None
             message = cards.outcome_dm(request, Notice(payload["notice"]), step=step)
-            await self.client.chat_postMessage(channel=str(payload["user"]),
-                                               **message.as_kwargs())
+            await self._post(item, user=str(payload["user"]), kwargs=message.as_kwargs())
         elif item.kind == "receipt":
-            await self.client.chat_postMessage(channel=str(payload["user"]),
-                                               text=cards.submitted_text(request))
+            await self._post(item, user=str(payload["user"]),
+                             kwargs={"text": cards.submitted_text(request)})
         elif item.kind == "reminder":
-            await self._reminder(request, payload)
+            await self._reminder(item, request, payload)
+        elif item.kind == "ask":
+            step = request.steps[int(payload["step"])]
+            message = cards.question_dm(request, step, int(payload["question"]))
+            await self._post(item, user=request.requester, kwargs=message.as_kwargs())
+        elif item.kind == "answer":
+            await self._answer(item, request, payload)
         else:
             raise Permanent(f"unknown outbox kind {item.kind!r}")
         return None, None
@@ -166,12 +173,15 @@ class Deliverer:
         if step.status is not StepStatus.PENDING:
             return None, None  # decided before its card went out: nobody needs it now
         message = cards.approval_card(request, step, viewer=user)
-        response = await self.client.chat_postMessage(
-            channel=user, **message.as_kwargs(),
-            metadata={"event_type": "approval_card",
-                      "event_payload": {"outbox_id": item.id, "request": request.id,
-                                        "step": step.index}})
-        channel, ts = str(response["channel"]), str(response["ts"])
+        existing = next((c for c in await self.store.cards(request.id, step.index)
+                         if c.user == user), None)
+        if existing is not None:  # a step handed back: their old card comes alive again
+            await self.client.chat_update(channel=existing.channel, ts=existing.ts,
+                                          **message.as_kwargs())
+            return None, None
+        channel, ts = await self._post(item, user=user, kwargs=message.as_kwargs(),
+                                       event_type=CARD_EVENT,
+                                       extra={"request": request.id, "step": step.index})
         card = CardRef(request.id, step.index, user, channel, ts)
         audit = ("card_sent", "system", {"step": step.index, "level": step.level, "to": user,
                                          "channel": channel, "ts": ts})
@@ -184,19 +194,73 @@ class Deliverer:
             await self.client.chat_update(channel=card.channel, ts=card.ts,
                                           **message.as_kwargs())
 
-    async def _reminder(self, request: Request, payload: dict[str, Any]) -> None:
+    async def _reminder(self, item: OutboxItem, request: Request,
+                        payload: dict[str, Any]) -> None:
         index, user = int(payload["step"]), str(payload["user"])
         step = request.steps[index]
         if step.status is not StepStatus.PENDING or user not in step.assignees:
             return
         message = cards.reminder_dm(request, step, int(payload["waited_seconds"]))
-        card = next((c for c in await self.store.cards(request.id, index) if c.user == user),
+        await self._post_to_card(item, request, index, user, message.as_kwargs())
+
+    async def _answer(self, item: OutboxItem, request: Request,
+                      payload: dict[str, Any]) -> None:
+        index, number = int(payload["step"]), int(payload["question"])
+        step = request.steps[index]
+        message = cards.answer_reply(request, step, number)
+        await self._post_to_card(item, request, index, step.questions[number].by,
+                                 message.as_kwargs())
+
+    async def _post_to_card(self, item: OutboxItem, request: Request, step: int, user: str,
+                            kwargs: dict[str, Any]) -> None:
+        """Post in the thread of ``user``'s card for ``step``, or by DM if it has none."""
+        card = next((c for c in await self.store.cards(request.id, step) if c.user == user),
                     None)
         if card is not None:
-            await self.client.chat_postMessage(channel=card.channel, thread_ts=card.ts,
-                                               **message.as_kwargs())
+            await self._post(item, user=user, kwargs=kwargs, channel=card.channel,
+                             thread_ts=card.ts)
         else:
-            await self.client.chat_postMessage(channel=user, **message.as_kwargs())
+            await self._post(item, user=user, kwargs=kwargs)
+
+    async def _post(self, item: OutboxItem, *, user: str, kwargs: dict[str, Any],
+                    channel: str | None = None, thread_ts: str | None = None,
+                    event_type: str = NOTICE_EVENT,
+                    extra: dict[str, Any] | None = None) -> tuple[str, str]:
+        """``chat.postMessage`` at most once per outbox row.
+
+        Every post carries the row's id in its message metadata. When an earlier attempt's
+        outcome is unknown (a crash, a timeout, a 5xx after Slack may have posted), the
+        conversation is searched for that id first, so a retry never posts twice.
+        """
+        if item.attempts > 1:
+            found = await self._find_posted(item, user=user, channel=channel,
+                                            thread_ts=thread_ts)
+            if found is not None:
+                log.info("outbox %s was already posted (%s %s); not posting again", item.id,
+                         *found)
+                return found
+        response = await self.client.chat_postMessage(
+            channel=channel or user, thread_ts=thread_ts, **kwargs,
+            metadata={"event_type": event_type,
+                      "event_payload": {"outbox_id": item.id, **(extra or {})}})
+        return str(response["channel"]), str(response["ts"])
+
+    async def _find_posted(self, item: OutboxItem, *, user: str, channel: str | None,
+                           thread_ts: str | None) -> tuple[str, str] | None:
+        if channel is None:
+            opened = await self.client.conversations_open(users=user)
+            channel = str(opened["channel"]["id"])
+        if thread_ts is not None:
+            page = await self.client.conversations_replies(
+                channel=channel, ts=thread_ts, include_all_metadata=True, limit=200)
+        else:
+            page = await self.client.conversations_history(
+                channel=channel, include_all_metadata=True, limit=200)
+        for message in page.get("messages") or []:
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("outbox_id") == item.id:
+                return channel, str(message["ts"])
+        return None
 
     async def publish_home(self, user: str) -> None:
         waiting = await self.store.waiting_for(user, limit=HOME_FETCH)

@@ -30,7 +30,8 @@ class ActionId(StrEnum):
 
     APPROVE = "approve"
     REJECT = "reject"
-    REQUEST_INFO = "request_info"  # reserved: "ask the requester a question"
+    REQUEST_INFO = "request_info"  # an approver asks the requester a question
+    ANSWER_INFO = "answer_info"  # the requester answers it (button on the question DM)
     OPEN_REQUEST_MODAL = "open_request_modal"  # "New request" in the App Home
 
 
@@ -39,6 +40,8 @@ class CallbackId(StrEnum):
 
     PURCHASE_REQUEST = "purchase_request"
     REJECT_REASON = "reject_reason"
+    REQUEST_INFO = "request_info"  # the approver's question
+    INFO_ANSWER = "info_answer"  # the requester's answer
 
 
 class InputId(StrEnum):
@@ -50,6 +53,8 @@ class InputId(StrEnum):
     PURPOSE = "purpose"
     COST_CENTER = "cost_center"
     REASON = "reason"
+    QUESTION = "question"
+    ANSWER = "answer"
 
 
 

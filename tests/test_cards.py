@@ -120,8 +120,9 @@ def test_card_shows_everything_an_approver_needs(policy: Policy, pending: Reques
 def test_buttons_only_for_the_assignees_of_a_pending_step(pending: Request) -> None:
     step = pending.steps[0]
     buttons = actions(cards.approval_card(pending, step, viewer="U_BOB").blocks)
-    assert [(b["action_id"], b["style"]) for b in buttons] == [
-        (ActionId.APPROVE, "primary"), (ActionId.REJECT, "danger")]
+    assert [(b["action_id"], b.get("style")) for b in buttons] == [
+        (ActionId.APPROVE, "primary"), (ActionId.REJECT, "danger"),
+        (ActionId.REQUEST_INFO, None)]
     for button in buttons:
         assert StepValue.parse(button["value"]) == StepValue(request_id=42, step=0)
     for viewer in ("U_FIN1", "U_ALICE", "U_SOMEONE", None):
@@ -144,7 +145,7 @@ def test_decided_card_shows_who_and_when_and_has_no_buttons(policy: Policy,
     text = dump(nxt.blocks)
     assert "Finance, step 2 of 2" in text
     assert "Manager: approved by <@U_BOB>" in text and "2026-11-25 10:00 UTC" in text
-    assert len(actions(nxt.blocks)) == 2
+    assert len(actions(nxt.blocks)) == 3  # approve, reject, ask a question
 
 
 def test_rejected_card_shows_the_reason_escaped(policy: Policy, pending: Request) -> None:
@@ -173,7 +174,7 @@ def test_escalated_step_keeps_its_buttons_for_every_assignee(policy: Policy,
     for viewer in ("U_BOB", "U_CAROL"):
         card = cards.approval_card(out.request, step, viewer=viewer)
         assert_valid(card.blocks)
-        assert len(actions(card.blocks)) == 2
+        assert len(actions(card.blocks)) == 3
         assert "Escalated to <@U_CAROL>" in dump(card.blocks)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -69,7 +70,21 @@ class CreateRequest:
     purpose: str
 
 
-Command = OpenModal | ShowHelp | ShowStatus | ListRequests | CancelRequest | CreateRequest
+@dataclass(frozen=True, slots=True)
+class DelegateTo:
+    """``/purchase delegate @user until 2026-12-24``: away until the end of that day (UTC)."""
+
+    delegate: str
+    until: date
+
+
+@dataclass(frozen=True, slots=True)
+class DelegateOff:
+    """``/purchase delegate off``: back; steps handed over come back."""
+
+
+Command = (OpenModal | ShowHelp | ShowStatus | ListRequests | CancelRequest | CreateRequest
+           | DelegateTo | DelegateOff)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +119,8 @@ def help_text() -> str:
         f"• `{c} status PR-42` shows where a request stands and who it waits for.",
         f"• `{c} list` lists your requests and what waits for your decision.",
         f"• `{c} cancel PR-42` cancels your request while it is pending.",
+        f"• `{c} delegate @someone until 2026-12-24` sends your approvals to someone else "
+        f"while you are away (until the end of that day, UTC); `{c} delegate off` ends it.",
         f"• `{c} help` shows this.",
         "Approvers get a card by DM with *Approve* and *Reject* buttons; "
         "the App Home shows everything in one place.",
@@ -148,7 +165,10 @@ def parse_command(text: str, *, currencies: Sequence[str] | None = None) -> Comm
     ``accepted_currencies``): with them an unaccepted currency is an error and a request
     without one gets the base currency. Raises :class:`RequestInvalid` for wrong input.
     """
-    text = _unescape(text).strip()
+    raw = text.strip()
+    if raw.lower().startswith("delegate"):
+        return _delegate(_unescape(raw[len("delegate"):]))
+    text = _unescape(plain_mentions(raw)).strip()
     if not text:
         return OpenModal()
     word, *rest = text.split(maxsplit=1)
@@ -165,12 +185,43 @@ def parse_command(text: str, *, currencies: Sequence[str] | None = None) -> Comm
     if keyword == "cancel":
         return CancelRequest(_ref(keyword, args))
     if keyword == "delegate":
-        raise RequestInvalid("command", "`delegate` is not available yet")
+        return _delegate(args)
     if not _looks_like_amount(word):
         raise RequestInvalid(
             "command", f"I don't know '{word[:40]}'. Start with an amount, e.g. `{_EXAMPLE}`, "
                        f"or see `{SLASH_COMMAND} help`")
     return _create(text, currencies)
+
+
+_MENTION = re.compile(r"^<@([A-Za-z0-9_]+)(?:\|[^>]*)?>$")
+_DELEGATE_USAGE = f"`{SLASH_COMMAND} delegate @someone until 2026-12-24` or " \
+                  f"`{SLASH_COMMAND} delegate off`"
+
+
+def _delegate(args: str) -> DelegateTo | DelegateOff:
+    words = args.split()
+    if [w.lower() for w in words] == ["off"]:
+        return DelegateOff()
+    if len(words) != 3 or words[1].lower() != "until":
+        raise RequestInvalid("command", f"use {_DELEGATE_USAGE}")
+    mention = _MENTION.match(words[0])
+    if mention is None:
+        raise RequestInvalid("delegate", f"'{words[0][:40]}' is not a person: mention them "
+                                         f"with @, as in {_DELEGATE_USAGE}")
+    try:
+        until = date.fromisoformat(words[2])
+    except ValueError:
+        raise RequestInvalid("until", f"'{words[2][:20]}' is not a date: write it as "
+                                      "2026-12-24") from None
+    return DelegateTo(delegate=mention.group(1), until=until)
+
+
+def plain_mentions(text: str) -> str:
+    """Slack's escaped mentions and links (``<@U1|bob>``, ``<#C1|general>``, ``<url|x>``)
+    as a person typed them, so a purpose keeps its words and pings nobody."""
+    text = re.sub(r"<@[A-Za-z0-9_]+\|([^>]*)>", r"@\1", text)
+    text = re.sub(r"<#[A-Za-z0-9_]+\|([^>]*)>", r"#\1", text)
+    return re.sub(r"<(https?://[^|>]+)(?:\|[^>]*)?>", r"\1", text)
 
 
 def _looks_like_amount(word: str) -> bool:
@@ -260,6 +311,8 @@ __all__ = [
     "CancelRequest",
     "Command",
     "CreateRequest",
+    "DelegateOff",
+    "DelegateTo",
     "ListRequests",
     "OpenModal",
     "RequestForm",

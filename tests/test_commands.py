@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 from bot.commands import (
     CancelRequest,
     CreateRequest,
+    DelegateOff,
+    DelegateTo,
     ListRequests,
     OpenModal,
     RequestForm,
@@ -83,7 +86,9 @@ def test_without_accepted_currencies_the_currency_is_left_to_the_caller() -> Non
     ("status PR-1 PR-2", "request", "takes one request ID"),
     ("cancel", "request", "say which request"),
     ("list everything", "command", "`list` takes nothing more"),
-    ("delegate @bob", "command", "not available yet"),
+    ("delegate @bob", "command", "delegate @someone until"),
+    ("delegate <@U_BOB> until 24.12.2026", "until", "is not a date"),
+    ("delegate bob until 2026-12-24", "delegate", "is not a person"),
     ("Laptops for new hires", "command", "I don't know 'Laptops'"),
 ])
 def test_invalid_commands_say_what_is_wrong(text: str, field: str, says: str) -> None:
@@ -145,3 +150,17 @@ def test_invalid_modal_names_each_field(state: dict[str, Any], errors: set[str])
     assert isinstance(result, dict)
     assert set(result) == errors
     assert all(isinstance(message, str) and message for message in result.values())
+
+
+def test_delegate_commands() -> None:
+    assert parse_command("delegate <@U_BOB|bob> until 2026-12-24") == DelegateTo(
+        delegate="U_BOB", until=date(2026, 12, 24))
+    assert parse_command("delegate <@U_BOB> until 2026-12-24") == DelegateTo(
+        delegate="U_BOB", until=date(2026, 12, 24))
+    assert parse_command("delegate OFF") == DelegateOff()
+
+
+def test_escaped_mentions_in_a_purpose_become_plain_words() -> None:
+    parsed = parse_command("$5 Pens for <@U_X|carol> and <#C1|general>, see <https://x.test|x>")
+    assert isinstance(parsed, CreateRequest)
+    assert parsed.purpose == "Pens for @carol and #general, see https://x.test"

@@ -84,7 +84,7 @@ def _messages(error: ValidationError) -> list[str]:
 def test_slash_command_matches_the_code(manifest: dict[str, Any]) -> None:
     (command,) = manifest["features"]["slash_commands"]
     assert command["command"] == SLASH_COMMAND
-    assert command["should_escape"] is False
+    assert command["should_escape"] is True  # mentions arrive as IDs: `delegate @someone`
     assert command["usage_hint"]
     assert urlsplit(command["url"]).path == EVENTS_PATH
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifest.yml"
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "slack-manifest"
 
-BOT_SCOPES = {"commands", "chat:write", "im:write", "users:read"}
+BOT_SCOPES = {"commands", "chat:write", "im:write", "im:history", "users:read"}
 
 
 def _registry(root: Path) -> Registry[Any]:

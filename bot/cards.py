@@ -18,8 +18,7 @@ full (``$120,000.00``), never abbreviated.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,7 @@ from slack_sdk.models.views import View
 from bot.ids import ActionId, CallbackId, InputId, RejectMetadata, RequestModalMetadata, StepValue
 from bot.text import clip, duration_words, escape, quote, safe, user, users, when
 from flows.machine import SYSTEM, Notice
-from flows.model import Advice, Request, RequestStatus, Step, StepStatus
+from flows.model import Advice, Flag, Request, RequestStatus, Step, StepStatus
 
 # Slack's limits, in characters (https://api.slack.com/reference/block-kit/blocks).
 SECTION_TEXT = 3000
@@ -170,34 +169,23 @@ def _can_decide(step: Step, viewer: str | None) -> bool:
     return step.status is StepStatus.PENDING and viewer is not None and viewer in step.assignees
 
 
-def _evidence(value: object) -> str:
-    if value is None or value == "" or value == [] or value == {}:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _code(flag: Mapping[str, Any]) -> str:
+def _code(flag: Flag) -> str:
     """A flag's code as mrkdwn inline code, backticks inside removed."""
-    return f"`{escape(str(flag.get('code', 'flag')).replace('`', ''))}`"
+    return f"`{escape(flag.code.replace('`', '')) or 'flag'}`"
 
 
-def _flag_line(flag: Mapping[str, Any]) -> str:
-    line = f"• {_code(flag)}"
-    detail = str(flag.get("detail") or "")
-    if detail:
-        line += f": {safe(detail, 500)}"
-    evidence = _evidence(flag.get("evidence"))
-    if evidence:
-        line += f" _(evidence: {safe(evidence, 300)})_"
+def _flag_line(flag: Flag) -> str:
+    line = f"• {_code(flag)}" + (" _(AI)_" if flag.source == "llm" else "")
+    if flag.detail:
+        line += f": {safe(flag.detail, 500)}"
+    if flag.evidence:
+        line += f" _(evidence: {safe(', '.join(flag.evidence), 300)})_"
     return line
 
 
 def advice_text(advice: Advice) -> str:
-    """The advisor's annotation: verdict and risk at a glance, summary, then each flag."""
+    """The advisor's annotation: verdict and risk at a glance, summary, then each flag;
+    the LLM's commentary, or the note saying why it is missing, last."""
     risk = advice.risk.lower()
     mark = _RISK_MARK.get(risk, "⚪")
     lines = [f"*Advisor:* recommends *{escape(advice.recommendation)}* · "
@@ -205,6 +193,10 @@ def advice_text(advice: Advice) -> str:
     if advice.summary:
         lines.append(safe(advice.summary, 500))
     lines.extend(_flag_line(flag) for flag in advice.flags)
+    if advice.commentary:
+        lines.append(f"🤖 _AI:_ {safe(advice.commentary, 700)}")
+    if advice.note:
+        lines.append(f"ℹ️ _{safe(advice.note, 200)}_")
     return clip("\n".join(lines), SECTION_TEXT)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from flows.money import format_money
 
@@ -85,13 +85,48 @@ class Step(_Value):
         return self.status is StepStatus.PENDING
 
 
-class Advice(_Value):
-    """What the advisor said; only its ``flags`` can veto an auto-approval."""
+Recommendation = Literal["approve", "review", "reject"]
+Risk = Literal["low", "medium", "high"]
 
-    recommendation: str = "review"
-    risk: str = "low"
+
+def _evidence(value: object) -> object:
+    """Evidence is a list of short texts (``PR-7``, ``budget $250,000.00``)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, list | tuple):
+        return tuple(str(item) for item in value)
+    return value
+
+
+class Flag(_Value):
+    """One concern: a contract ``code``, a sentence for people, and what it rests on."""
+
+    code: str
+    detail: str = ""
+    evidence: Annotated[tuple[str, ...], BeforeValidator(_evidence)] = ()
+    source: Literal["rules", "llm"] = "rules"
+
+
+class Advice(_Value):
+    """What the advisor said; only its ``flags`` can veto an auto-approval.
+
+    ``commentary`` is the LLM's, once it has answered; ``note`` says why it has not (it
+    failed or timed out); ``sources`` names who contributed (``rules``, ``llm:<model>``).
+    """
+
+    recommendation: Recommendation = "review"
+    risk: Risk = "low"
     summary: str = ""
-    flags: tuple[dict[str, Any], ...] = ()
+    flags: tuple[Flag, ...] = ()
+    commentary: str | None = None
+    note: str | None = None
+    sources: tuple[str, ...] = ()
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(flag.code for flag in self.flags))
 
 
 class Request(_Value):
@@ -162,4 +197,5 @@ def parse_ref(text: str) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 19 and int(raw) > 0 else None
 
 
-__all__ = ["Advice", "Question", "Request", "RequestStatus", "Step", "StepStatus", "parse_ref"]
+__all__ = ["Advice", "Flag", "Question", "Recommendation", "Request", "RequestStatus", "Risk",
+           "Step", "StepStatus", "parse_ref"]

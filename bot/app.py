@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -22,6 +23,8 @@ from bot import cards
 from bot.commands import (
     CancelRequest,
     CreateRequest,
+    DelegateOff,
+    DelegateTo,
     ListRequests,
     OpenModal,
     ShowHelp,
@@ -42,7 +45,7 @@ from bot.ids import (
 )
 from bot.runtime import Runtime
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
-from flows.machine import Approve, Cancel, Reject, Submit
+from flows.machine import AnswerInfo, Approve, AskInfo, Cancel, Reject, Submit
 from flows.model import Request
 
 log = logging.getLogger("approvals.slack")
@@ -137,6 +140,22 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             if request is None or not _may_see(request, user):
                 return f"There is no request PR-{parsed.request_id} that you can see."
             return cards.status_text(request)
+        if isinstance(parsed, DelegateTo):
+            until = datetime.combine(parsed.until + timedelta(days=1), time(0), tzinfo=UTC)
+            moved = await store.set_delegation(user, parsed.delegate, until=until,
+                                               at=clock.now())
+            text = (f"Until the end of {parsed.until.isoformat()} (UTC), your approval steps go "
+                    f"to <@{parsed.delegate}>; cards and the audit trail say they decide on "
+                    "your behalf.")
+            if moved:
+                text += f" {len(moved)} pending step(s) were handed over now."
+            return text + f" End it early with `{SLASH_COMMAND} delegate off`."
+        if isinstance(parsed, DelegateOff):
+            back = await store.clear_delegation(user, at=clock.now())
+            if back is None:
+                return "You have no delegation to end."
+            return "Welcome back: your delegation has ended" + (
+                f", and {len(back)} pending step(s) came back to you." if back else ".")
         if isinstance(parsed, CancelRequest):
             outcome = await store.act(parsed.request_id, Cancel(actor=user, at=clock.now()))
             if outcome is None:
@@ -242,8 +261,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         user = body["user"]["id"]
         metadata = RejectMetadata.parse(view.get("private_metadata"))
         field = InputId.REASON.value
-        reason = (((view.get("state") or {}).get("values") or {}).get(field) or {}).get(
-            field, {}).get("value") or ""
+        reason = _input(view, field)
         if metadata is None:
             await ack(response_action="errors", errors={field: "This form is no longer valid."})
             return
@@ -254,6 +272,102 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             outcome = await asyncio.wait_for(store.act(metadata.request_id, Reject(
                 step=metadata.step, actor=user, reason=reason, at=clock.now())),
                 timeout=ANSWER_WITHIN)
+        except Exception as exc:
+            await ack(response_action="errors", errors={field: user_message(exc)})
+            return
+        if outcome is None:
+            await ack(response_action="errors", errors={field: "That request is gone."})
+        elif outcome.refusal is not None:
+            await ack(response_action="errors", errors={field: outcome.refusal.message})
+        else:
+            await ack()
+        runtime.wake()
+
+    @app.action(ActionId.REQUEST_INFO.value)
+    async def request_info(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                           client: AsyncWebClient, respond: AsyncRespond) -> None:
+        await ack()
+        await open_step_modal(body, action, client, respond, ask=True)
+
+    @app.action(ActionId.ANSWER_INFO.value)
+    async def answer_info(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
+                          client: AsyncWebClient, respond: AsyncRespond) -> None:
+        await ack()
+        await open_step_modal(body, action, client, respond, ask=False)
+
+    async def open_step_modal(body: dict[str, Any], action: dict[str, Any],
+                              client: AsyncWebClient, respond: AsyncRespond, *,
+                              ask: bool) -> None:
+        """Open the question (approver) or answer (requester) modal, if still fitting."""
+        user = body["user"]["id"]
+        value = StepValue.parse(action.get("value"))
+        if value is None:
+            await refuse_unknown(body, client, respond, action.get("value"),
+                                 "request_info" if ask else "answer_info")
+            return
+        try:
+            request = await store.get(value.request_id)
+        except Exception as exc:
+            await tell(body, client, user_message(exc), respond)
+            return
+        step = request.step(value.step) if request else None
+        if request is None or step is None:
+            await refuse_unknown(body, client, respond, action.get("value"),
+                                 "request_info" if ask else "answer_info")
+            return
+        if ask:
+            refusal = await store.refuse_unless_decider(
+                value.request_id, value.step, actor=user, action="request_info",
+                at=clock.now())
+            if refusal is not None:
+                await tell(body, client, refusal.message, respond)
+                return
+        elif user != request.requester or step.open_question is None:
+            await tell(body, client, f"No question about {request.ref} waits for your answer.",
+                       respond)
+            return
+        container = body.get("container") or {}
+        metadata = RejectMetadata(request_id=value.request_id, step=value.step,
+                                  channel=container.get("channel_id"),
+                                  ts=container.get("message_ts"),
+                                  response_url=body.get("response_url"))
+        view = (cards.ask_modal(request, step, metadata) if ask
+                else cards.answer_modal(request, step, metadata))
+        try:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+        except Exception:
+            log.exception("views.open failed")
+            await tell(body, client, "I couldn't open the form; click the button again.",
+                       respond)
+
+    @app.view(CallbackId.REQUEST_INFO.value)
+    async def question_submitted(ack: AsyncAck, body: dict[str, Any],
+                                 view: dict[str, Any]) -> None:
+        await step_text_submitted(ack, body, view, InputId.QUESTION.value)
+
+    @app.view(CallbackId.INFO_ANSWER.value)
+    async def answer_submitted(ack: AsyncAck, body: dict[str, Any],
+                               view: dict[str, Any]) -> None:
+        await step_text_submitted(ack, body, view, InputId.ANSWER.value)
+
+    async def step_text_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                                  field: str) -> None:
+        user = body["user"]["id"]
+        metadata = RejectMetadata.parse(view.get("private_metadata"))
+        text = _input(view, field)
+        if metadata is None:
+            await ack(response_action="errors", errors={field: "This form is no longer valid."})
+            return
+        if not text.strip():
+            await ack(response_action="errors", errors={field: "Write something first."})
+            return
+        cmd: AskInfo | AnswerInfo = (
+            AskInfo(step=metadata.step, actor=user, question=text, at=clock.now())
+            if field == InputId.QUESTION.value else
+            AnswerInfo(step=metadata.step, actor=user, answer=text, at=clock.now()))
+        try:
+            outcome = await asyncio.wait_for(store.act(metadata.request_id, cmd),
+                                             timeout=ANSWER_WITHIN)
         except Exception as exc:
             await ack(response_action="errors", errors={field: user_message(exc)})
             return
@@ -308,6 +422,13 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
 
     return app
+
+
+def _input(view: dict[str, Any], field: str) -> str:
+    """The text typed in input ``field`` (block_id == action_id) of a submitted modal."""
+    value = (((view.get("state") or {}).get("values") or {}).get(field) or {}).get(
+        field, {}).get("value")
+    return value if isinstance(value, str) else ""
 
 
 def _may_see(request: Request, user: str) -> bool:

@@ -156,9 +156,9 @@ def decider(step: Step) -> str:
 def _questions(step: Step) -> list[Block]:
     blocks: list[Block] = []
     for question in step.questions[-3:]:
-        text = f"❓ {user(question.by)} asked: {quote(safe(question.text, 800))}"
+        text = f"❓ {user(question.by)} asked:\n{quote(safe(question.text, 800))}"
         if question.answer is not None:
-            text += f"\n💬 Answer: {quote(safe(question.answer, 1500))}"
+            text += f"\n💬 Answer:\n{quote(safe(question.answer, 1500))}"
         else:
             text += "\n_Waiting for the requester's answer; reminders are paused._"
         blocks.append(_section(text))

@@ -47,8 +47,10 @@ class Permanent(Exception):
 
 
 class Deliverer:
-    def __init__(self, *, store: Store, client: AsyncWebClient, clock: Clock) -> None:
+    def __init__(self, *, store: Store, client: AsyncWebClient, clock: Clock,
+                 lease_seconds: float = 30.0) -> None:
         self.store = store
+        self.lease_seconds = lease_seconds
         self.client = client
         self.clock = clock
         self._lock = asyncio.Lock()
@@ -59,7 +61,8 @@ class Deliverer:
         handled = 0
         async with self._lock:
             for _ in range(max_rounds):
-                items = await self.store.claim_outbox(self.clock.now(), limit=BATCH)
+                items = await self.store.claim_outbox(self.clock.now(), limit=BATCH,
+                                                      lease_seconds=self.lease_seconds)
                 if not items:
                     break
                 handled += len(items)

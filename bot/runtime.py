@@ -56,7 +56,8 @@ class Runtime:
         self.outbox_client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
                                             timeout=10, retry_handlers=[])
         self.deliverer = Deliverer(store=self.store, client=self.outbox_client,
-                                   clock=self.clock)
+                                   clock=self.clock,
+                                   lease_seconds=settings.outbox_lease_seconds)
         self._wake = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
         self._drainer: asyncio.Task[None] | None = None

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     ai_model: str = Field(default=DEFAULT_AI_MODEL, alias="APPROVALS_AI_MODEL")
+    # How long a claimed outbox row stays with the worker that claimed it: after a crash,
+    # its messages are retried once this has passed. Longer than one Slack call may take.
+    outbox_lease_seconds: float = Field(default=30.0, gt=0, le=3600,
+                                        alias="APPROVALS_OUTBOX_LEASE_SECONDS")
 
     @field_validator("slack_api_url")
     @classmethod

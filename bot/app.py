@@ -78,9 +78,18 @@ async def _bounded(work: Awaitable[str]) -> str:
         return user_message(exc)
 
 
+class _TokenGivenTwice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN itself and warns that our client (built from the same
+    token, with SLACK_API_URL) wins; that is the intent, so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 def build_app(runtime: Runtime, *, process_before_response: bool = False) -> AsyncApp:
     """The Bolt app for ``runtime`` (HTTP or Socket Mode)."""
     settings = runtime.settings
+    logging.getLogger("slack_bolt.AsyncApp").addFilter(_TokenGivenTwice())
     app = AsyncApp(signing_secret=settings.slack_signing_secret,
                    client=runtime.client, process_before_response=process_before_response,
                    request_verification_enabled=settings.slack_signing_secret is not None)
@@ -315,16 +324,11 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             await refuse_unknown(body, client, respond, action.get("value"),
                                  "request_info" if ask else "answer_info")
             return
-        if ask:
-            refusal = await store.refuse_unless_decider(
-                value.request_id, value.step, actor=user, action="request_info",
-                at=clock.now())
-            if refusal is not None:
-                await tell(body, client, refusal.message, respond)
-                return
-        elif user != request.requester or step.open_question is None:
-            await tell(body, client, f"No question about {request.ref} waits for your answer.",
-                       respond)
+        refusal = await store.refuse_unless_decider(
+            value.request_id, value.step, actor=user, answering=not ask,
+            action="request_info" if ask else "answer_info", at=clock.now())
+        if refusal is not None:
+            await tell(body, client, refusal.message, respond)
             return
         container = body.get("container") or {}
         metadata = RejectMetadata(request_id=value.request_id, step=value.step,

@@ -353,6 +353,7 @@ def serve(port: int, host: str, policy_file: str | None, socket: bool) -> None:
     settings.require_slack(socket=socket)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line a second otherwise
     try:
         runtime = Runtime.from_settings(
             settings, policy_path=Path(policy_file) if policy_file else None)

@@ -81,8 +81,12 @@ class Deliverer:
 
         async def one_request(group: list[OutboxItem]) -> None:
             async with gate:
-                for item in group:
-                    await self._attempt(item)
+                for position, item in enumerate(group):
+                    if not await self._attempt(item):
+                        # keep the request's order: the rest waits for this one
+                        await self.store.outbox_release([i.id for i in group[position + 1:]],
+                                                        at=self.clock.now())
+                        return
 
         async def one_home(user: str, group: list[OutboxItem]) -> None:
             async with gate:
@@ -92,32 +96,31 @@ class Deliverer:
         # App Homes last, once per user per batch, showing the state after the batch
         await asyncio.gather(*(one_home(u, g) for u, g in homes.items()))
 
-    async def _attempt(self, item: OutboxItem, *, also: list[OutboxItem] | None = None) -> None:
+    async def _attempt(self, item: OutboxItem, *, also: list[OutboxItem] | None = None) -> bool:
+        """Deliver ``item``; ``False`` when it is to be tried again later."""
         try:
             done = await self._send(item)
-        except SlackApiError as exc:
-            await self._failed(item, exc, also=also)
-            return
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            await self._failed(item, exc, also=also)
-            return
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return await self._failed(item, exc, also=also)
         except Permanent as exc:
             await self._dead(item, str(exc), also=also)
-            return
+            return True
         card, audit = done
         now = self.clock.now()
         await self.store.outbox_done(item.id, at=now, card=card, audit=audit)
         for extra in also or []:
             await self.store.outbox_done(extra.id, at=now)
+        return True
 
     async def _failed(self, item: OutboxItem, exc: Exception, *,
-                      also: list[OutboxItem] | None) -> None:
+                      also: list[OutboxItem] | None) -> bool:
+        """Schedule a retry (``False``), or give up on a hopeless row (``True``)."""
         now = self.clock.now()
         error = _describe(exc)
         code = exc.response.get("error") if isinstance(exc, SlackApiError) else None
         if code in PERMANENT or item.attempts >= MAX_ATTEMPTS:
             await self._dead(item, error, also=also)
-            return
+            return True
         delay = _retry_after(exc)
         if delay is None:
             delay = min(2.0 ** item.attempts, 300.0)
@@ -126,6 +129,7 @@ class Deliverer:
                     item.kind, item.attempts, error, delay)
         for row in [item, *(also or [])]:
             await self.store.outbox_retry(row.id, error=error, retry_at=retry_at)
+        return False
 
     async def _dead(self, item: OutboxItem, error: str, *, also: list[OutboxItem] | None) -> None:
         log.error("outbox %s (%s for PR-%s) is dead after %s attempts: %s", item.id, item.kind,

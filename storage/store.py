@@ -9,17 +9,22 @@ state, so two concurrent decisions of one step record exactly one.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Executable, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from flows import advisor as advising
 from flows import machine
+from flows.advisor import Advisor, Draft, History, HistoryQuery, Opinion, Past
 from flows.audit import Break, Entry, make_entry, verify
 from flows.delegation import Delegation, check, resolve
 from flows.machine import (
@@ -41,7 +46,7 @@ from flows.machine import (
     TimerKind,
     UpdateCards,
 )
-from flows.model import Advice, Request, Step
+from flows.model import Advice, Request, RequestStatus, Step
 from flows.policy import Policy
 from flows.vendors import vendor_key
 from storage.db import Database
@@ -59,6 +64,9 @@ from storage.tables import (
 )
 
 MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
+SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
+
+log = logging.getLogger("approvals.store")
 
 
 class Conflict(Exception):
@@ -100,8 +108,11 @@ def _cents(amount: Decimal) -> int:
 class Store:
     """Requests, timers, outbox, cards and the audit trail, over one :class:`Database`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, advisor: Advisor | None = None) -> None:
+        """``advisor`` annotates every new request from its history, in the submit
+        transaction (:func:`flows.advisor.rules_advice` in production); ``None``: no advice."""
         self.db = db
+        self.advisor = advisor
         self._policies: dict[str, Policy] = {}
 
     # ------------------------------------------------------------------ policies
@@ -155,8 +166,11 @@ class Store:
         """
         # Validate and route before opening a write transaction: a refusal costs no lock.
         machine.submit(cmd, request_id=0, policy=policy, policy_version=policy.version_hash)
+        route_policy = policy
         async with self.db.write() as session:
-            planned = machine.submit(cmd, request_id=0, policy=policy,
+            if advice is None and self.advisor is not None:
+                advice, route_policy = await self._advise(session, cmd, policy)
+            planned = machine.submit(cmd, request_id=0, policy=route_policy,
                                      policy_version=policy.version_hash, advice=advice,
                                      delegations=await self._delegations(session, cmd.at))
             version = await self._ensure_policy(
@@ -178,15 +192,87 @@ class Store:
                              payload={"user": request.requester}, at=cmd.at)
         return outcome
 
+    async def _advise(self, session: AsyncSession, cmd: Submit,
+                      policy: Policy) -> tuple[Advice, Policy]:
+        """The advisor's annotation of ``cmd``, from history read in this transaction.
+
+        Returns the policy to route with: the same one, or -- when the advisor failed, so
+        nothing vouches for the request -- a copy without auto-approval. Humans decide then.
+        """
+        assert self.advisor is not None
+        draft = Draft.of(cmd, policy)
+        history = await self.history(session, advising.history_query(draft, policy))
+        try:
+            return self.advisor(draft, history, policy), policy
+        except Exception:
+            log.exception("the rules advisor failed on a request by %s", cmd.requester)
+            failed = Advice(recommendation="review", risk="medium",
+                            summary="The advisor could not check this request.",
+                            note="The rules advisor failed; this request was not "
+                                 "approved automatically.", sources=("rules",))
+            return failed, policy.model_copy(update={"auto_approve": None})
+
+    async def history(self, session: AsyncSession, query: HistoryQuery) -> History:
+        """What the advisor needs from the past: one indexed query per part.
+
+        On PostgreSQL the requester's submissions are serialised by an advisory lock held
+        to the end of the transaction, so two at once still see each other (a double
+        submit is flagged as a duplicate); SQLite's writers are serialised already.
+        """
+        if not self.db.sqlite:
+            await session.execute(select(func.pg_advisory_xact_lock(_lock_key(query.requester))))
+        statements = history_statements(query)
+        same: tuple[Past, ...] = ()
+        if "same_vendor" in statements:
+            rows = (await session.execute(statements["same_vendor"])).all()
+            same = tuple(Past(id=r.id, base_amount=Decimal(r.base_amount_cents) / 100,
+                              status=RequestStatus(r.status), created_at=r.created_at)
+                         for r in rows)
+        approved = False
+        if "vendor_approved" in statements:
+            approved = (await session.execute(
+                statements["vendor_approved"])).first() is not None
+        spend = Decimal(0)
+        if "spend" in statements:
+            cents = (await session.execute(statements["spend"])).scalar_one()
+            spend = Decimal(int(cents or 0)) / 100
+        return History(same_vendor=same, vendor_approved=approved, period_spend=spend)
+
+    async def annotate(self, request_id: int, *, source: str, at: datetime,
+                       opinion: Opinion | None = None, note: str | None = None
+                       ) -> Outcome | None:
+        """Add an LLM's opinion (or the note saying why there is none) to a request's
+        advice; ``None`` when there is no such request. Nothing else of it changes."""
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                async with self.db.write() as session:
+                    row = await session.get(RequestRow, request_id, with_for_update=True,
+                                            populate_existing=True)
+                    if row is None:
+                        return None
+                    request = Request.model_validate_json(row.doc)
+                    outcome = advising.annotate(request, source=source, at=at,
+                                                opinion=opinion, note=note)
+                    if outcome.effects:
+                        await self._save(session, row.version, outcome, at=at,
+                                         changed=outcome.request != request)
+                    return outcome
+            except Conflict:
+                continue
+        raise RuntimeError(f"PR-{request_id} kept changing; gave up after {MAX_ATTEMPTS} tries")
+
     async def refuse_unless_decider(self, request_id: int, step: int, *, actor: str,
-                                    action: str, at: datetime) -> Refusal | None:
-        """Check, without deciding, that ``actor`` may decide; audit the refusal if not."""
+                                    action: str, at: datetime,
+                                    answering: bool = False) -> Refusal | None:
+        """Check, without deciding, that ``actor`` may decide (or, ``answering``, answer the
+        step's open question); audit the refusal if not."""
         request = await self.get(request_id)
         if request is None:
             refusal = Refusal(RefusalCode.STEP_NOT_PENDING,
                               f"PR-{request_id} does not exist here any more.")
         else:
-            found = machine.may_decide(request, step, actor)
+            found = (machine.may_answer if answering else machine.may_decide)(
+                request, step, actor)
             if found is None:
                 return None
             refusal = found
@@ -498,9 +584,17 @@ class Store:
         """Take up to ``limit`` due messages; others skip them until the lease runs out."""
         from datetime import timedelta
 
+        earlier = aliased(OutboxRow)
+        # A request's messages go out in order: none before an earlier one of the same
+        # request has gone (App Home refreshes excepted: they show whatever is current).
+        blocked = (select(earlier.id).where(
+            earlier.request_id == OutboxRow.request_id, earlier.status == "pending",
+            earlier.kind != "home", earlier.id < OutboxRow.id).exists())
         async with self.db.write() as session:
             query = (select(OutboxRow)
-                     .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
+                     .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now,
+                            or_(OutboxRow.kind == "home", OutboxRow.request_id.is_(None),
+                                ~blocked))
                      .order_by(OutboxRow.id).limit(limit))
             if not self.db.sqlite:
                 query = query.with_for_update(skip_locked=True)
@@ -512,6 +606,14 @@ class Store:
             items = [OutboxItem(r.id, r.request_id, r.kind, json.loads(r.payload), r.attempts,
                                 r.created_at) for r in rows]
         return items
+
+    async def outbox_release(self, item_ids: Sequence[int], *, at: datetime) -> None:
+        """Give back claimed rows untried (an earlier message of their request failed)."""
+        if not item_ids:
+            return
+        async with self.db.write() as session:
+            await session.execute(update(OutboxRow).where(OutboxRow.id.in_(item_ids)).values(
+                next_attempt_at=at, attempts=OutboxRow.attempts - 1))
 
     async def outbox_done(self, item_id: int, *, at: datetime, card: CardRef | None = None,
                           audit: tuple[str, str, dict[str, Any]] | None = None) -> None:
@@ -607,6 +709,42 @@ class Store:
                 query = query.where(AuditRow.seq <= limit)
             rows = (await session.execute(query)).scalars().all()
         return verify((_entry(r) for r in rows), head=head)
+
+
+def history_statements(query: HistoryQuery) -> dict[str, Executable]:
+    """The advisor's history queries, each answered from one index of ``requests``:
+    ``same_vendor`` (requester, vendor_key, created_at), ``vendor_approved`` (vendor_key,
+    status) and ``spend`` (cost_center, status, created_at). Parts that do not apply to
+    the draft (no vendor, no budget) are left out."""
+    out: dict[str, Executable] = {}
+    if query.vendor_key is not None:
+        out["same_vendor"] = (
+            select(RequestRow.id, RequestRow.base_amount_cents, RequestRow.status,
+                   RequestRow.created_at)
+            .where(RequestRow.requester == query.requester,
+                   RequestRow.vendor_key == query.vendor_key,
+                   RequestRow.created_at >= query.since,
+                   RequestRow.status.in_([RequestStatus.PENDING.value,
+                                          RequestStatus.APPROVED.value]))
+            .order_by(RequestRow.created_at.desc()).limit(SAME_VENDOR_MAX))
+        out["vendor_approved"] = (
+            select(RequestRow.id)
+            .where(RequestRow.vendor_key == query.vendor_key,
+                   RequestRow.status == RequestStatus.APPROVED.value).limit(1))
+    if query.cost_center is not None and query.period is not None:
+        out["spend"] = (
+            select(func.sum(RequestRow.base_amount_cents))
+            .where(RequestRow.cost_center == query.cost_center,
+                   RequestRow.status == RequestStatus.APPROVED.value,
+                   RequestRow.created_at >= query.period.start,
+                   RequestRow.created_at < query.period.end))
+    return out
+
+
+def _lock_key(requester: str) -> int:
+    """A stable signed 64-bit advisory-lock key for one requester's submissions."""
+    digest = hashlib.sha256(f"approvals:submit:{requester}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _people(request: Request) -> list[str]:

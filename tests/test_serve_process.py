@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -18,23 +15,7 @@ import pytest
 from bot.standin import signing
 from bot.standin.web_api import FakeSlack
 from tests.conftest import EXAMPLE_POLICY
-
-SECRET = "process-test-signing-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def eventually(check: Callable[[], bool], *, within: float = 10.0) -> None:
-    """Wait for a real process to do something (polls; never a fixed sleep)."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("the server did not get there in time")
-        await asyncio.sleep(0.05)
+from tests.process_support import SECRET, Server, clean_env, eventually
 
 
 @pytest.fixture
@@ -45,36 +26,12 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture
 async def server(slack: FakeSlack, tmp_path: Path) -> AsyncIterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "OPENAI_", "DATABASE_URL", "APPROVALS_"))}
-    env.update(SLACK_BOT_TOKEN=slack.token, SLACK_SIGNING_SECRET=SECRET,
-               SLACK_API_URL=slack.base_url,
-               DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'approvals.db'}")
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--policy", str(EXAMPLE_POLICY)], cwd=tmp_path, env=env, stdout=log,
-        stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    process = Server(slack=slack, workdir=tmp_path, policy=EXAMPLE_POLICY)
+    await process.start()
     try:
-        async with httpx.AsyncClient() as http:
-            async def healthy() -> bool:
-                try:
-                    return (await http.get(f"{base}/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            deadline = time.monotonic() + 20
-            while not await healthy():
-                assert process.poll() is None, (tmp_path / "server.log").read_text()
-                assert time.monotonic() < deadline, "approvals serve did not start"
-                await asyncio.sleep(0.05)
-        yield base
+        yield process.base
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        process.stop()
 
 
 async def test_serve_acks_creates_and_delivers_the_card(server: str, slack: FakeSlack) -> None:
@@ -109,8 +66,7 @@ async def test_serve_acks_creates_and_delivers_the_card(server: str, slack: Fake
 
 
 def test_serve_refuses_bad_configuration_with_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "OPENAI_", "DATABASE_URL", "APPROVALS_"))}
+    env = clean_env()
     cases = [
         ({}, "SLACK_BOT_TOKEN"),
         ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET"),

@@ -1,4 +1,4 @@
-"""Delegations: out-of-office hand-overs of approval steps, and whom an assignee stands in for.
+"""Delegations, whom an assignee stands in for, and in-order delivery per request.
 
 Revision ID: 0002
 Revises: 0001
@@ -29,9 +29,12 @@ def upgrade() -> None:
     with op.batch_alter_table("assignments") as batch:
         batch.add_column(sa.Column("principal", sa.String(64), nullable=True))
         batch.create_index("ix_assignments_principal", ["principal"])
+    # a request's messages are delivered in order: "is an earlier one still pending?"
+    op.create_index("ix_outbox_request", "outbox", ["request_id", "status", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_request", table_name="outbox")
     with op.batch_alter_table("assignments") as batch:
         batch.drop_index("ix_assignments_principal")
         batch.drop_column("principal")

@@ -1,0 +1,415 @@
+"""``/purchase``, the request modal, signatures and ``/healthz``, through the real app.
+
+Every test plays people with signed HTTP requests to the real ASGI app (Bolt listeners,
+store, outbox worker) against the stand-in Slack Web API; nothing calls a listener
+directly. Decisions live in ``test_slack_decisions.py``, the App Home and escaping in
+``test_slack_home.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from bot.app import build_app
+from bot.ids import ActionId, CallbackId, StepValue
+from bot.runtime import Runtime
+from bot.server import build_asgi
+from bot.settings import Settings
+from bot.standin import signing
+from bot.standin.workspace import Workspace, has_buttons
+from flows.model import RequestStatus
+from flows.policy import parse_policy
+from tests.slack_support import (
+    POLICY,
+    ack_text,
+    audit,
+    block_text,
+    create,
+    dm_texts,
+    errors_of,
+    events_of,
+    failed_calls,
+    is_plain_ack,
+    non_card_dms,
+    refusals,
+    workspace,
+)
+
+MODAL_INPUTS = {"amount", "currency", "vendor", "purpose", "cost_center"}
+
+
+@pytest.fixture
+async def ws() -> AsyncIterator[Workspace]:
+    async with workspace() as running:
+        yield running
+
+
+def form(amount: str | None = "25,000", currency: str | None = "EUR",
+         vendor: str | None = "Acme GmbH", purpose: str | None = "Desks for the new office",
+         cost_center: str | None = "ENG-001"
+         ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    return ({"amount": amount, "vendor": vendor, "purpose": purpose,
+             "cost_center": cost_center}, {"currency": currency})
+
+
+# --------------------------------------------------------------------------- the modal
+
+
+async def test_purchase_alone_opens_the_request_modal(ws: Workspace) -> None:
+    response = await ws.command("U_ALICE", "")
+
+    assert response.status_code == 200 and ack_text(response) == ""
+    [opened] = ws.slack.calls("views.open")
+    assert opened.error is None
+    view = ws.slack.last_view("U_ALICE")
+    assert view is not None and view["callback_id"] == CallbackId.PURCHASE_REQUEST.value
+    inputs = {b["block_id"]: b for b in view["blocks"] if b["type"] == "input"}
+    assert set(inputs) == MODAL_INPUTS
+    for block_id, block in inputs.items():
+        assert block["element"]["action_id"] == block_id
+        assert block.get("optional", False) is (block_id == "cost_center")
+    currencies = [o["value"] for o in inputs["currency"]["element"]["options"]]
+    assert currencies[0] == "USD" and {"EUR", "GBP"} <= set(currencies)
+    assert await ws.runtime.store.get(1) is None  # opening the form creates nothing
+
+
+async def test_modal_submission_creates_the_request_with_a_receipt_and_a_card(
+        ws: Workspace) -> None:
+    texts, selects = form()
+    response = await ws.submit("U_ALICE", CallbackId.PURCHASE_REQUEST, texts=texts,
+                               selects=selects)
+
+    assert is_plain_ack(response)
+    request = await ws.runtime.store.get(1)
+    assert request is not None and request.status is RequestStatus.PENDING
+    assert (request.amount, request.currency, request.vendor, request.cost_center) == (
+        Decimal("25000"), "EUR", "Acme GmbH", "ENG-001")
+    [receipt] = dm_texts(ws, "U_ALICE")
+    assert "PR-1" in receipt and "€25,000.00" in receipt
+    card = ws.card("U_BOB", "PR-1")
+    assert has_buttons(card)
+    shown = block_text(card)
+    for part in ("PR-1", "<@U_ALICE>", "€25,000.00", "Acme GmbH", "Desks for the new office",
+                 "Manager", "ENG-001"):
+        assert part in shown, part
+    assert await events_of(ws, 1) == ["submitted", "card_sent"]
+
+
+INVALID_FORMS: list[tuple[str, str | None, str, str, str, str]] = [
+    ("0", "USD", "Acme", "Desks", "amount", "more than zero"),
+    ("-5", "USD", "Acme", "Desks", "amount", "not an amount"),
+    ("NaN", "USD", "Acme", "Desks", "amount", "not an amount"),
+    ("12,34,5", "USD", "Acme", "Desks", "amount", "not an amount"),
+    ("1.005", "USD", "Acme", "Desks", "amount", "not an amount"),
+    ("1,000,000,000,001", "USD", "Acme", "Desks", "amount", "at most"),
+    ("", "USD", "Acme", "Desks", "amount", "enter an amount"),
+    ("100", "ABC", "Acme", "Desks", "currency", "not a currency"),
+    ("100", "JPY", "Acme", "Desks", "currency", "not accepted"),
+    ("100", None, "Acme", "Desks", "currency", "choose a currency"),
+    ("100", "USD", "Acme", "", "purpose", "what is bought"),
+    ("100", "USD", "Acme", "   ", "purpose", "what is bought"),
+    ("100", "USD", "", "Desks", "vendor", "who you are buying from"),
+]
+
+
+async def test_invalid_modal_input_answers_errors_naming_the_field(ws: Workspace) -> None:
+    for amount, currency, vendor, purpose, field, says in INVALID_FORMS:
+        texts, selects = form(amount=amount, currency=currency, vendor=vendor,
+                              purpose=purpose)
+        response = await ws.submit("U_ALICE", CallbackId.PURCHASE_REQUEST, texts=texts,
+                                   selects=selects)
+
+        errors = errors_of(response)
+        assert field in errors and says in errors[field], (amount, currency, errors)
+        assert set(errors) <= MODAL_INPUTS
+
+    assert await ws.runtime.store.get(1) is None
+    assert ws.slack.calls("chat.postMessage") == []
+    assert await audit(ws) == []
+
+
+async def test_every_wrong_field_of_the_modal_is_named_at_once(ws: Workspace) -> None:
+    texts, selects = form(amount="abc", currency="ABC", vendor="", purpose="")
+    errors = errors_of(await ws.submit("U_ALICE", CallbackId.PURCHASE_REQUEST, texts=texts,
+                                       selects=selects))
+    assert set(errors) == {"amount", "currency", "vendor", "purpose"}
+
+
+async def test_an_unroutable_modal_submission_is_refused_with_the_reason(
+        ws: Workspace) -> None:
+    texts, selects = form(amount="2,000", currency="USD")
+    errors = errors_of(await ws.submit("U_NOBODY", CallbackId.PURCHASE_REQUEST, texts=texts,
+                                       selects=selects))
+    assert any("route" in text for text in errors.values()), errors
+    assert set(errors) <= MODAL_INPUTS
+    assert await ws.runtime.store.get(1) is None
+
+
+# --------------------------------------------------------------------------- /purchase <amount>
+
+
+VALID_COMMANDS = [
+    ("$1,200 Laptops for new hires", "1200", "USD", "$1,200.00"),
+    ("$1,200 USD Laptops for new hires", "1200", "USD", "$1,200.00"),
+    ("1200.50 Monitors for the design team", "1200.50", "USD", "$1,200.50"),
+    ("1,200 EUR Chairs for the meeting room", "1200", "EUR", "€1,200.00"),
+    ("€950 Standing desk", "950", "EUR", "€950.00"),
+    ("1,000,000,000,000 GBP Buy the company", "1000000000000", "GBP", "£1,000,000,000,000.00"),
+]
+
+
+async def test_purchase_with_an_amount_creates_the_request_at_once(ws: Workspace) -> None:
+    for n, (text, amount, currency, shown) in enumerate(VALID_COMMANDS, start=1):
+        answer = ack_text(await ws.command("U_ALICE", text))
+
+        assert f"PR-{n}" in answer and shown in answer, (text, answer)
+        request = await ws.runtime.store.get(n)
+        assert request is not None
+        assert (request.amount, request.currency, request.vendor) == (
+            Decimal(amount), currency, None), text
+        assert request.status is RequestStatus.PENDING
+        assert len(ws.cards_of("U_BOB")) == n
+        assert f"PR-{n}" in block_text(ws.card("U_BOB", f"PR-{n}"))
+    assert non_card_dms(ws, "U_ALICE") == []  # each ack carried PR-<n>: no receipt DM
+
+
+INVALID_COMMANDS = [
+    ("NaN Laptops", "not an amount"),
+    ("nan Laptops", "not an amount"),
+    ("inf Laptops", "not an amount"),
+    ("1e309 Laptops", "not an amount"),
+    ("-0 Laptops", "not an amount"),
+    ("0 Laptops", "more than zero"),
+    ("0.00 Laptops", "more than zero"),
+    ("12,34,5 Laptops", "not an amount"),
+    ("1.005 Laptops", "not an amount"),
+    ("1,000,000,000,001 Laptops", "at most 1,000,000,000,000"),
+    ("100 ABC Laptops", "ABC is not a currency code"),
+    ("100 JPY Laptops", "not accepted here"),
+    ("1200", "say what you are buying"),
+    ("$1,200 USD", "say what you are buying"),
+    ("frobnicate PR-1", "I don't know"),
+    ("status", "say which request"),
+    ("status PR-x", "not a request ID"),
+    ("cancel PR-1 PR-2", "one request ID"),
+]
+
+
+async def test_invalid_purchase_text_is_answered_in_the_ack_and_creates_nothing(
+        ws: Workspace) -> None:
+    for text, says in INVALID_COMMANDS:
+        answer = ack_text(await ws.command("U_ALICE", text))
+        assert says in answer, (text, answer)
+
+    assert await ws.runtime.store.get(1) is None
+    assert [c.method for c in ws.slack.calls() if c.method != "auth.test"] == []
+    assert await audit(ws) == []
+
+
+async def test_an_unroutable_request_is_refused_with_the_reason(ws: Workspace) -> None:
+    answer = ack_text(await ws.command("U_NOBODY", "2,000 Laptops for the team"))
+    assert "can't be routed" in answer and "U_NOBODY" in answer
+    assert await ws.runtime.store.get(1) is None
+
+
+# --------------------------------------------------------------------------- status, list, help
+
+
+async def test_help_explains_every_form(ws: Workspace) -> None:
+    answer = ack_text(await ws.command("U_ALICE", "help"))
+    for form_text in ("/purchase status PR-42", "/purchase list", "/purchase cancel PR-42",
+                      "/purchase <amount> [<CUR>] <purpose>"):
+        assert form_text in answer
+
+
+async def test_status_shows_state_level_and_who_it_waits_for(ws: Workspace) -> None:
+    request_id = await create(ws, "U_ALICE", "€25,000 Desks for the new office")
+
+    mine = ack_text(await ws.command("U_ALICE", f"status PR-{request_id}"))
+    assert "PR-1" in mine and "pending" in mine and "Manager" in mine
+    assert "<@U_BOB>" in mine and "€25,000.00" in mine
+    assert "step 1 of 2" in mine
+    # the approver may look too; anyone else is told it is not there for them
+    assert "<@U_BOB>" in ack_text(await ws.command("U_BOB", "status PR-1"))
+    for user, text in [("U_EVE", "status PR-1"), ("U_ALICE", "status PR-99")]:
+        answer = ack_text(await ws.command(user, text))
+        assert "There is no request" in answer and "Desks" not in answer
+
+    await ws.click("U_BOB", ws.card("U_BOB", "PR-1"), ActionId.APPROVE)
+    later = ack_text(await ws.command("U_ALICE", "status PR-1"))
+    assert "Finance" in later and "<@U_FIN1>" in later and "<@U_FIN2>" in later
+    assert "step 2 of 2" in later
+
+
+async def test_list_shows_own_requests_and_what_waits_for_the_user(ws: Workspace) -> None:
+    assert "You have no requests" in ack_text(await ws.command("U_ALICE", "list"))
+    await create(ws, "U_ALICE", "$9,000 Monitors for the team")
+    await create(ws, "U_BOB", "$2,000 Offsite catering")
+
+    alice = ack_text(await ws.command("U_ALICE", "list"))
+    assert "Your requests" in alice and "PR-1" in alice and "pending" in alice
+    assert "Waiting for your decision" not in alice
+    bob = ack_text(await ws.command("U_BOB", "list"))
+    assert "Waiting for your decision" in bob and "PR-1" in bob
+    assert "Your requests" in bob and "PR-2" in bob
+    carol = ack_text(await ws.command("U_CAROL", "list"))
+    assert "Waiting for your decision" in carol and "PR-2" in carol and "PR-1" not in carol
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+async def test_the_requester_cancels_a_pending_request(ws: Workspace) -> None:
+    await create(ws, "U_ALICE", "€25,000 Desks for the new office")
+    card = ws.card("U_BOB", "PR-1")
+    updates_before = len(ws.slack.calls("chat.update"))
+
+    answer = ack_text(await ws.command("U_ALICE", "cancel PR-1"))
+
+    assert "Cancelled" in answer and "PR-1" in answer
+    request = await ws.runtime.store.get(1)
+    assert request is not None and request.status is RequestStatus.CANCELLED
+    # the approver's card is updated in place: same message, no buttons, says why
+    assert len(ws.slack.calls("chat.update")) == updates_before + 1
+    updated = ws.slack.message(card["channel"], card["ts"])
+    assert updated is not None and not has_buttons(updated)
+    assert "Cancelled by the requester" in block_text(updated)
+    assert len(ws.cards_of("U_BOB")) == 1
+    [told] = non_card_dms(ws, "U_ALICE")
+    assert "PR-1" in block_text(told) and "cancelled" in block_text(told)
+    assert await events_of(ws, 1) == ["submitted", "card_sent", "cancelled"]
+    # a cancelled request takes no more decisions
+    await ws.click("U_BOB", card, ActionId.APPROVE)
+    request = await ws.runtime.store.get(1)
+    assert request is not None and request.status is RequestStatus.CANCELLED
+
+
+async def test_cancel_is_refused_with_the_reason_for_anyone_else_or_when_decided(
+        ws: Workspace) -> None:
+    await create(ws, "U_ALICE", "$9,000 Monitors for the team")
+
+    answer = ack_text(await ws.command("U_BOB", "cancel PR-1"))
+    assert "Only the requester can cancel PR-1" in answer
+    assert "There is no request PR-7" in ack_text(await ws.command("U_ALICE", "cancel PR-7"))
+    await ws.click("U_BOB", ws.card("U_BOB", "PR-1"), ActionId.APPROVE)
+    answer = ack_text(await ws.command("U_ALICE", "cancel PR-1"))
+    assert "already approved" in answer
+
+    request = await ws.runtime.store.get(1)
+    assert request is not None and request.status is RequestStatus.APPROVED
+    refused = [(e.actor, e.data["action"], e.data["code"]) for e in await refusals(ws)]
+    assert refused == [("U_BOB", "cancel", "not_requester"),
+                       ("U_ALICE", "cancel", "request_not_pending")]
+    assert "cancelled" not in await events_of(ws, 1)
+    assert not any("cancelled" in text for text in dm_texts(ws, "U_ALICE"))
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def _tampered(request: signing.SignedRequest, *, drop: str) -> signing.SignedRequest:
+    headers = {k: v for k, v in request.headers.items() if k != drop}
+    return signing.SignedRequest(request.body, headers)
+
+
+@pytest.mark.parametrize("how", ["bad_signature", "stale", "no_signature", "no_timestamp",
+                                 "changed_body"])
+async def test_unsigned_or_wrongly_signed_requests_get_401_and_change_nothing(
+        ws: Workspace, how: str) -> None:
+    await create(ws, "U_ALICE", "$9,000 Monitors for the team")
+    card = ws.card("U_BOB", "PR-1")
+    calls_before = len(ws.slack.calls())
+    trail_before = await audit(ws)
+    wrong, stale = how == "bad_signature", how == "stale"
+
+    value = StepValue(request_id=1, step=0).encode()
+    requests = [
+        signing.slash_command(ws.secret, text="$2,000 Chairs", user_id="U_ALICE",
+                              response_url=ws.slack.response_url(),
+                              bad_signature=wrong, stale=stale),
+        signing.slash_command(ws.secret, text="", user_id="U_ALICE",
+                              response_url=ws.slack.response_url(),
+                              bad_signature=wrong, stale=stale),
+        signing.slash_command(ws.secret, text="cancel PR-1", user_id="U_ALICE",
+                              response_url=ws.slack.response_url(),
+                              bad_signature=wrong, stale=stale),
+        signing.block_actions(ws.secret, user_id="U_BOB", action_id="approve", value=value,
+                              message=card, response_url=ws.slack.response_url(),
+                              bad_signature=wrong, stale=stale),
+        signing.block_actions(ws.secret, user_id="U_BOB", action_id="reject", value=value,
+                              message=card, response_url=ws.slack.response_url(),
+                              bad_signature=wrong, stale=stale),
+        signing.view_submission(ws.secret, user_id="U_ALICE",
+                                callback_id=CallbackId.PURCHASE_REQUEST.value,
+                                values=signing.input_values(*form()),
+                                bad_signature=wrong, stale=stale),
+        signing.app_home_opened(ws.secret, user_id="U_ALICE", bad_signature=wrong,
+                                stale=stale),
+    ]
+    for request in requests:
+        if how == "no_signature":
+            request = _tampered(request, drop="X-Slack-Signature")
+        elif how == "no_timestamp":
+            request = _tampered(request, drop="X-Slack-Request-Timestamp")
+        elif how == "changed_body":
+            request = signing.SignedRequest(request.body.replace(b"U_", b"U_X"),
+                                            request.headers)
+        response = await ws.send(request)
+        assert response.status_code == 401, (how, response.text)
+    await ws.settle()
+
+    assert len(ws.slack.calls()) == calls_before  # no Slack call at all
+    assert await audit(ws) == trail_before
+    assert await ws.runtime.store.get(2) is None
+    request_1 = await ws.runtime.store.get(1)
+    assert request_1 is not None and request_1.status is RequestStatus.PENDING
+
+
+async def test_a_correctly_signed_request_is_accepted(ws: Workspace) -> None:
+    """The same builders, signed right, do get through (so the 401s above mean something)."""
+    response = await ws.send(signing.slash_command(
+        ws.secret, text="help", user_id="U_ALICE", response_url=ws.slack.response_url()))
+    assert response.status_code == 200 and "/purchase" in ack_text(response)
+
+
+async def test_the_url_verification_handshake_is_answered(ws: Workspace) -> None:
+    response = await ws.send(signing.url_verification(ws.secret, challenge="c-123"))
+    assert response.status_code == 200 and response.json() == {"challenge": "c-123"}
+
+
+# --------------------------------------------------------------------------- health
+
+
+async def test_healthz_answers_ok_while_the_database_answers(ws: Workspace) -> None:
+    response = await ws.http.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_healthz_answers_503_when_the_database_does_not() -> None:
+    # A PostgreSQL URL where nothing listens (port 9, "discard"): every connection is refused.
+    settings = Settings(SLACK_BOT_TOKEN="xoxb-unused", SLACK_SIGNING_SECRET="secret",
+                        SLACK_API_URL="http://127.0.0.1:9/api/",
+                        DATABASE_URL="postgresql+asyncpg://approvals@127.0.0.1:9/approvals",
+                        _env_file=None)
+    runtime = Runtime(settings=settings, policy=parse_policy(POLICY), policy_source=POLICY)
+    asgi = build_asgi(runtime, build_app(runtime), background=False)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                     base_url="http://approvals.test") as http:
+            response = await http.get("/healthz")
+    finally:
+        await runtime.close()
+    assert response.status_code == 503
+    assert response.json()["status"] != "ok"
+
+
+async def test_no_listener_error_reached_slack(ws: Workspace) -> None:
+    """A plain flow leaves no call the stand-in refused (bad blocks, unknown channel...)."""
+    await create(ws, "U_ALICE", "€25,000 Desks for the new office")
+    await ws.click("U_BOB", ws.card("U_BOB", "PR-1"), ActionId.APPROVE)
+    await ws.reject("U_FIN1", ws.card("U_FIN1", "PR-1"), "Not this quarter")
+    assert failed_calls(ws) == []

@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.clock import Clock, SystemClock
 from bot.delivery import Deliverer
 from bot.settings import ConfigError, Settings
+from flows.advisor import rules_advice
 from flows.machine import Outcome
 from flows.policy import Policy, load_policy
 from storage.db import Database
@@ -44,7 +45,7 @@ class Runtime:
         self.policy_source = policy_source
         self.clock: Clock = clock or SystemClock()
         self.db = db or Database(settings.database_url)
-        self.store = Store(self.db)
+        self.store = Store(self.db, advisor=rules_advice)
         token = settings.slack_bot_token
         # Listener calls (views.open, views.publish, ephemeral answers) retry what is safe.
         self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10,

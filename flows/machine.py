@@ -497,11 +497,11 @@ def remind(request: Request, cmd: Remind, *, policy: Policy) -> Outcome:
     if step is None or policy.reminders is None or step.started_at is None \
             or step.paused_at is not None:
         return Outcome(request)  # decided (or paused) meanwhile: the timer does nothing
-    waited = int((cmd.at - step.started_at).total_seconds())
-    effects: list[Effect] = [SendReminder(step.index, user, waited) for user in step.assignees]
+    seconds = int(waited(step, cmd.at).total_seconds())  # time spent on questions excluded
+    effects: list[Effect] = [SendReminder(step.index, user, seconds) for user in step.assignees]
     effects.append(Audit("reminded", SYSTEM, {"step": step.index, "level": step.level,
                                               "to": list(step.assignees),
-                                              "waited_seconds": waited}))
+                                              "waited_seconds": seconds}))
     effects.append(SetTimer(TimerKind.REMIND, step.index,
                             next_on_cadence(cmd.due_at, policy.reminders.every, cmd.at)))
     return Outcome(request, tuple(effects))
@@ -615,15 +615,11 @@ def ask_info(request: Request, cmd: AskInfo, *, policy: Policy) -> Outcome:
 
 def answer_info(request: Request, cmd: AnswerInfo, *, policy: Policy) -> Outcome:
     """The requester answers; the asker gets the answer and the clocks resume."""
-    step = request.step(cmd.step)
-    if cmd.actor != request.requester:
-        refusal = Refusal(RefusalCode.NOT_REQUESTER,
-                          f"Only the requester can answer questions about {request.ref}.")
+    refusal = may_answer(request, cmd.step, cmd.actor)
+    if refusal is not None:
         return _refused(request, refusal, cmd.actor, "answer_info", cmd.step)
-    if step is None or _open_step(request, cmd.step) is None or step.open_question is None:
-        refusal = Refusal(RefusalCode.NO_QUESTION,
-                          f"No question about {request.ref} waits for an answer any more.")
-        return _refused(request, refusal, cmd.actor, "answer_info", cmd.step)
+    step = request.steps[cmd.step]
+    assert step.open_question is not None  # checked by may_answer
     answer = cmd.answer.strip()
     if not answer:
         return Outcome(request, (), Refusal(RefusalCode.TEXT_REQUIRED, "Write an answer."))
@@ -642,6 +638,18 @@ def answer_info(request: Request, cmd: AnswerInfo, *, policy: Policy) -> Outcome
         DeliverAnswer(step.index, len(resumed.questions) - 1), UpdateCards(step.index)]
     effects += resume_timers(resumed, policy, cmd.at)
     return Outcome(request, tuple(effects))
+
+
+def may_answer(request: Request, step_index: int, actor: str) -> Refusal | None:
+    """Why ``actor`` may not answer the open question of step ``step_index`` now, or ``None``."""
+    if actor != request.requester:
+        return Refusal(RefusalCode.NOT_REQUESTER,
+                       f"Only the requester can answer questions about {request.ref}.")
+    step = _open_step(request, step_index)
+    if step is None or step.open_question is None:
+        return Refusal(RefusalCode.NO_QUESTION,
+                       f"No question about {request.ref} waits for an answer any more.")
+    return None
 
 
 def waited(step: Step, at: datetime) -> timedelta:

@@ -21,11 +21,14 @@ from hypothesis import strategies as st
 from flows.audit import GENESIS, Entry, make_entry, verify
 from flows.errors import Unroutable
 from flows.machine import (
+    AnswerInfo,
     Approve,
+    AskInfo,
     Audit,
     Cancel,
     Command,
     Escalate,
+    HandOver,
     Outcome,
     Reject,
     Remind,
@@ -90,7 +93,7 @@ actors = st.one_of(st.integers(min_value=0, max_value=3), st.integers(min_value=
 moves = st.builds(
     Move,
     kind=st.sampled_from(["approve", "approve", "approve", "reject", "cancel", "remind",
-                          "escalate"]),
+                          "escalate", "ask", "answer", "handover"]),
     actor=actors,
     step=st.one_of(st.none(), st.none(), st.integers(min_value=-1, max_value=4)),
     later=st.timedeltas(min_value=timedelta(0), max_value=timedelta(hours=8)),
@@ -112,6 +115,13 @@ def _command(request: Request, move: Move, at: datetime) -> Command:
         return Cancel(actor=actor, at=at)
     if move.kind == "remind":
         return Remind(step=step, due_at=at - move.later / 2, at=at)
+    if move.kind == "ask":
+        return AskInfo(step=step, actor=actor, question=move.reason or "which model?", at=at)
+    if move.kind == "answer":
+        return AnswerInfo(step=step, actor=actor, answer=move.reason, at=at)
+    if move.kind == "handover":
+        frm = current.assignees[0] if current else "U_BOB"
+        return HandOver(step=step, frm=frm, to=actor, at=at)
     return Escalate(step=step, at=at)
 
 
@@ -135,6 +145,10 @@ def _check(request: Request) -> None:
     deciders = [s.decided_by for s in request.steps if s.decided_by is not None]
     assert len(deciders) == len(set(deciders)), "someone decided two levels"
     assert request.requester not in deciders, "the requester decided"
+    principals = [s.principal(s.decided_by) for s in request.steps if s.decided_by]
+    assert len(set(deciders) | set(principals)) == len(deciders) + len(
+        [p for p, d in zip(principals, deciders, strict=True) if p != d]), \
+        "someone decided two levels, in person or through a delegate"
     for step in request.steps:
         if step.status in {StepStatus.APPROVED, StepStatus.REJECTED}:
             assert step.decided_by is not None and step.decided_at is not None
@@ -142,9 +156,12 @@ def _check(request: Request) -> None:
         else:
             assert step.decided_by is None
         if step.status is not StepStatus.WAITING:
-            earlier = {s.decided_by for s in request.steps[:step.index]}
+            earlier = {s.decided_by for s in request.steps[:step.index]} | {
+                s.principal(s.decided_by) for s in request.steps[:step.index] if s.decided_by}
             assert request.requester not in step.assignees
             assert not earlier & set(step.assignees)
+        if step.paused_at is not None:
+            assert step.status is StepStatus.PENDING and step.open_question is not None
     for before, after in pairwise(request.steps):
         if after.status is not StepStatus.WAITING:
             assert before.status is StepStatus.APPROVED, "a level started out of order"
@@ -167,12 +184,18 @@ def _run(policy: Policy, requester: str, amount: Decimal, currency: str, flagged
     for move in script:
         at += move.later
         before = request
-        outcome = apply(request, _command(request, move, at), policy=policy)
+        cmd = _command(request, move, at)
+        outcome = apply(request, cmd, policy=policy)
         request = outcome.request
+        paused = before.current is not None and before.current.paused_at is not None
+        if paused and isinstance(cmd, Remind | Escalate):
+            assert not outcome.effects, "a paused clock fired"
         if outcome.refusal is not None or not outcome.effects:
             assert request == before, "a refused or idle command changed the request"
             assert all(isinstance(e, Audit) and e.event == "click_refused"
                        for e in outcome.effects)
+        if isinstance(cmd, AnswerInfo) and outcome.refusal is None:
+            assert cmd.actor == requester
         for step in before.steps:
             if step.decided_by is not None:
                 assert request.steps[step.index].decided_by == step.decided_by

@@ -184,18 +184,18 @@ def _run(policy: Policy, requester: str, amount: Decimal, currency: str, flagged
     for move in script:
         at += move.later
         before = request
-        cmd = _command(request, move, at)
-        outcome = apply(request, cmd, policy=policy)
+        command = _command(request, move, at)
+        outcome = apply(request, command, policy=policy)
         request = outcome.request
         paused = before.current is not None and before.current.paused_at is not None
-        if paused and isinstance(cmd, Remind | Escalate):
+        if paused and isinstance(command, Remind | Escalate):
             assert not outcome.effects, "a paused clock fired"
         if outcome.refusal is not None or not outcome.effects:
             assert request == before, "a refused or idle command changed the request"
             assert all(isinstance(e, Audit) and e.event == "click_refused"
                        for e in outcome.effects)
-        if isinstance(cmd, AnswerInfo) and outcome.refusal is None:
-            assert cmd.actor == requester
+        if isinstance(command, AnswerInfo) and outcome.refusal is None:
+            assert command.actor == requester
         for step in before.steps:
             if step.decided_by is not None:
                 assert request.steps[step.index].decided_by == step.decided_by

@@ -9,6 +9,7 @@ and re-decided on fresh state rather than recorded twice.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import StaticPool
 
 DEFAULT_URL = "sqlite+aiosqlite:///./approvals.db"
+# A health check must answer even when the database accepts connections but says nothing
+# (asyncpg alone would wait 60 s): slower than this counts as not answering.
+PING_TIMEOUT = 2.0
 _READONLY = "approvals_readonly"
 
 
@@ -68,8 +72,10 @@ def _sqlite_setup(engine: AsyncEngine, *, wal: bool) -> None:
 class Database:
     """The engine and its two kinds of transaction."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, engine: AsyncEngine | None = None,
+                 ping_timeout: float = PING_TIMEOUT) -> None:
         self.url = url
+        self.ping_timeout = ping_timeout
         self.engine = engine or make_engine(url)
         self.sqlite = is_sqlite(url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
@@ -93,11 +99,11 @@ class Database:
                 await session.rollback()
 
     async def ping(self) -> bool:
-        """True when the database answers a trivial query."""
+        """True when the database answers a trivial query within ``ping_timeout`` seconds."""
         from sqlalchemy import text
 
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(self.ping_timeout), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             return False

@@ -8,6 +8,8 @@ directly. Decisions live in ``test_slack_decisions.py``, the App Home and escapi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -20,9 +22,11 @@ from bot.runtime import Runtime
 from bot.server import build_asgi
 from bot.settings import Settings
 from bot.standin import signing
+from bot.standin.web_api import FakeSlack
 from bot.standin.workspace import Workspace, has_buttons
 from flows.model import RequestStatus
 from flows.policy import parse_policy
+from storage.db import Database
 from tests.slack_support import (
     POLICY,
     ack_text,
@@ -389,22 +393,82 @@ async def test_healthz_answers_ok_while_the_database_answers(ws: Workspace) -> N
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-async def test_healthz_answers_503_when_the_database_does_not() -> None:
-    # A PostgreSQL URL where nothing listens (port 9, "discard"): every connection is refused.
-    settings = Settings(SLACK_BOT_TOKEN="xoxb-unused", SLACK_SIGNING_SECRET="secret",
-                        SLACK_API_URL="http://127.0.0.1:9/api/",
-                        DATABASE_URL="postgresql+asyncpg://approvals@127.0.0.1:9/approvals",
-                        _env_file=None)
-    runtime = Runtime(settings=settings, policy=parse_policy(POLICY), policy_source=POLICY)
-    asgi = build_asgi(runtime, build_app(runtime), background=False)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                     base_url="http://approvals.test") as http:
-            response = await http.get("/healthz")
-    finally:
-        await runtime.close()
+REFUSED_DB = "postgresql+asyncpg://approvals@127.0.0.1:9/approvals"  # port 9: nothing listens
+SECRET = "signing-secret"
+
+
+@contextlib.asynccontextmanager
+async def app_on(database: Database) -> AsyncIterator[tuple[httpx.AsyncClient, FakeSlack]]:
+    """The real app (no background work) on ``database``, against a stand-in Slack."""
+    async with FakeSlack() as slack:
+        settings = Settings(SLACK_BOT_TOKEN=slack.token, SLACK_SIGNING_SECRET=SECRET,
+                            SLACK_API_URL=slack.base_url, DATABASE_URL=database.url,
+                            _env_file=None)
+        runtime = Runtime(settings=settings, policy=parse_policy(POLICY), policy_source=POLICY,
+                          db=database)
+        asgi = build_asgi(runtime, build_app(runtime, process_before_response=True),
+                          background=False)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
+                                         base_url="http://approvals.test") as http:
+                yield http, slack
+        finally:
+            await runtime.close()
+
+
+async def test_healthz_answers_503_when_the_database_refuses_connections() -> None:
+    async with app_on(Database(REFUSED_DB)) as (http, _):
+        response = await http.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] != "ok"
+
+
+async def test_healthz_answers_503_in_time_when_the_database_says_nothing() -> None:
+    """A server that accepts connections and never answers (a hung database, a black hole)."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        database = Database(f"postgresql+asyncpg://approvals@127.0.0.1:{port}/approvals",
+                            ping_timeout=0.3)
+        async with app_on(database) as (http, _):
+            started = asyncio.get_running_loop().time()
+            response = await asyncio.wait_for(http.get("/healthz"), timeout=5)
+            waited = asyncio.get_running_loop().time() - started
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status_code == 503
+    assert waited < 2
+
+
+async def test_with_the_database_down_people_are_told_to_try_again() -> None:
+    async with app_on(Database(REFUSED_DB)) as (http, slack):
+        async def send(request: signing.SignedRequest) -> httpx.Response:
+            return await http.post("/slack/events", content=request.body,
+                                   headers=request.headers)
+
+        for text in ("$9,000 Monitors for the team", "status PR-1", "list", "cancel PR-1"):
+            answer = ack_text(await send(signing.slash_command(
+                SECRET, text=text, user_id="U_ALICE", response_url=slack.response_url())))
+            assert "database is not answering" in answer and "try again" in answer, text
+        for action in ("approve", "reject"):
+            url = slack.response_url()
+            response = await send(signing.block_actions(
+                SECRET, user_id="U_BOB", action_id=action,
+                value=StepValue(request_id=1, step=0).encode(), channel_id="D_U_BOB",
+                message_ts="1.000001", response_url=url))
+            assert response.status_code == 200
+            [told] = slack.responses(url)
+            assert "database is not answering" in told["text"], action
+        errors = errors_of(await send(signing.view_submission(
+            SECRET, user_id="U_ALICE", callback_id=CallbackId.PURCHASE_REQUEST.value,
+            values=signing.input_values(*form()))))
+        assert any("database is not answering" in text for text in errors.values())
+        assert slack.calls("chat.postMessage") == [] and slack.calls("views.open") == []
 
 
 async def test_no_listener_error_reached_slack(ws: Workspace) -> None:

@@ -159,7 +159,7 @@ def _questions(step: Step) -> list[Block]:
         text = f"❓ {user(question.by)} asked:\n{quote(safe(question.text, 800))}"
         if question.answer is not None:
             text += f"\n💬 Answer:\n{quote(safe(question.answer, 1500))}"
-        else:
+        elif step.status is StepStatus.PENDING:
             text += "\n_Waiting for the requester's answer; reminders are paused._"
         blocks.append(_section(text))
     return blocks

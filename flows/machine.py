@@ -421,7 +421,7 @@ def approve(request: Request, cmd: Approve, *, policy: Policy,
     if isinstance(checked, Refusal):
         return _refused(request, checked, cmd.actor, "approve", cmd.step)
     step = checked.model_copy(update={"status": StepStatus.APPROVED, "decided_by": cmd.actor,
-                                      "decided_at": cmd.at})
+                                      "decided_at": cmd.at, "paused_at": None})
     request = request.with_step(step, updated_at=cmd.at)
     out = _Builder()
     out.add(Audit("approved", cmd.actor, {"step": step.index, "level": step.level,
@@ -448,7 +448,8 @@ def reject(request: Request, cmd: Reject, *, policy: Policy) -> Outcome:
         return Outcome(request, (), Refusal(RefusalCode.REASON_REQUIRED,
                                             "A rejection needs a reason."))
     step = checked.model_copy(update={"status": StepStatus.REJECTED, "decided_by": cmd.actor,
-                                      "decided_at": cmd.at, "reason_text": reason})
+                                      "decided_at": cmd.at, "reason_text": reason,
+                                      "paused_at": None})
     request = request.with_step(step, status=RequestStatus.REJECTED, updated_at=cmd.at,
                                 outcome_reason=reason, ended_by=cmd.actor)
     return Outcome(request, (
@@ -473,7 +474,7 @@ def cancel(request: Request, cmd: Cancel, *, policy: Policy) -> Outcome:
                                    {"step": current.index if current else None})]
     if current is not None:
         request = request.with_step(current.model_copy(update={
-            "status": StepStatus.CANCELLED, "decided_at": cmd.at}))
+            "status": StepStatus.CANCELLED, "decided_at": cmd.at, "paused_at": None}))
         effects += [CancelTimers(current.index), UpdateCards(current.index)]
     request = request.model_copy(update={"status": RequestStatus.CANCELLED,
                                          "updated_at": cmd.at, "ended_by": cmd.actor})

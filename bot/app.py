@@ -44,6 +44,7 @@ from bot.ids import (
     StepValue,
 )
 from bot.runtime import Runtime
+from bot.text import escape
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
 from flows.machine import AnswerInfo, Approve, AskInfo, Cancel, Reject, Submit
 from flows.model import Request
@@ -118,7 +119,8 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         try:
             parsed = parse_command(command.get("text") or "", currencies=currencies())
         except RequestInvalid as exc:
-            await ack(text=f"{exc.message}\n\n{help_text()}")
+            # the message may quote what was typed: escaped, it can't ping or link
+            await ack(text=f"{escape(exc.message)}\n\n{help_text()}")
             return
         if isinstance(parsed, OpenModal):
             await ack()

@@ -107,13 +107,14 @@ _EXAMPLE = f"{SLASH_COMMAND} 1,200 USD Laptops for new hires"
 
 
 def help_text() -> str:
-    """The answer to ``/purchase help`` (mrkdwn)."""
+    """The answer to ``/purchase help`` (mrkdwn: ``<`` and ``>`` written as entities)."""
     c = SLASH_COMMAND
     return "\n".join([
         "*Purchase approvals*",
         f"• `{c}` opens a form for a new request (amount, currency, vendor, purpose, "
         "cost center).",
-        f"• `{c} <amount> [<CUR>] <purpose>` requests at once, e.g. `{_EXAMPLE}`. "
+        f"• `{c} &lt;amount&gt; [&lt;CUR&gt;] &lt;purpose&gt;` requests at once, "
+        f"e.g. `{_EXAMPLE}`. "
         "The currency is optional (the default is the policy's), a symbol works too: "
         f"`{c} €950 Standing desk`.",
         f"• `{c} status PR-42` shows where a request stands and who it waits for.",

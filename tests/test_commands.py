@@ -100,7 +100,8 @@ def test_invalid_commands_say_what_is_wrong(text: str, field: str, says: str) ->
 
 def test_help_lists_every_subcommand() -> None:
     text = help_text()
-    for form in ("`/purchase`", "`/purchase <amount> [<CUR>] <purpose>`",
+    assert "<" not in text and ">" not in text  # mrkdwn: placeholders as entities
+    for form in ("`/purchase`", "`/purchase &lt;amount&gt; [&lt;CUR&gt;] &lt;purpose&gt;`",
                  "`/purchase status PR-42`", "`/purchase list`", "`/purchase cancel PR-42`",
                  "`/purchase help`", "/purchase 1,200 USD Laptops for new hires"):
         assert form in text, form

@@ -226,7 +226,7 @@ async def test_an_unroutable_request_is_refused_with_the_reason(ws: Workspace) -
 async def test_help_explains_every_form(ws: Workspace) -> None:
     answer = ack_text(await ws.command("U_ALICE", "help"))
     for form_text in ("/purchase status PR-42", "/purchase list", "/purchase cancel PR-42",
-                      "/purchase <amount> [<CUR>] <purpose>"):
+                      "/purchase &lt;amount&gt; [&lt;CUR&gt;] &lt;purpose&gt;"):
         assert form_text in answer
 
 

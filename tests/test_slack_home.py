@@ -256,3 +256,21 @@ async def test_a_very_long_purpose_is_clipped_and_every_message_accepted(
     assert request is not None and request.purpose == purpose  # stored in full
     trail = await ws.runtime.store.audit_for(1)
     assert trail[0].data["purpose"] == purpose
+
+
+@pytest.mark.parametrize(("typed", "echoed"), [
+    ("1&lt;!channel&gt; Laptops", "1&lt;!channel&gt;"),          # not an amount
+    ("&lt;!channel&gt; Laptops", "&lt;!channel&gt;"),             # not a subcommand
+    ("<!channel> Laptops", "&lt;!channel&gt;"),                    # as sent with escaping on
+    ("status &lt;!here&gt;", "&lt;!here&gt;"),                    # not a request ID
+    ("cancel &lt;https://evil.example|PR-1&gt;", "&lt;https://evil.example|PR-1&gt;"),
+    ("1&amp;2 Laptops", "1&amp;2"),
+])
+async def test_answers_that_echo_what_was_typed_escape_it(ws: Workspace, typed: str,
+                                                          echoed: str) -> None:
+    answer = ack_text(await ws.command("U_ALICE", typed))
+
+    assert echoed in answer, answer
+    assert "<" not in answer and ">" not in answer, answer  # no mention, link or ping
+    assert not _BARE_AMP.search(answer), answer
+    assert await ws.runtime.store.get(1) is None

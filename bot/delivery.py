@@ -41,6 +41,11 @@ PERMANENT = frozenset({
     "msg_too_long", "no_text", "cannot_dm_bot", "user_disabled", "not_allowed_token_type",
 })
 
+# chat.update errors that mean this one card is gone (deleted, a retention policy, an
+# archived conversation): no retry brings it back, and it must not hold up the rest.
+CARD_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed",
+                       "channel_not_found", "is_archived"})
+
 
 class Permanent(Exception):
     """A delivery that can never succeed (bad data, missing scope, unknown user)."""
@@ -198,8 +203,15 @@ class Deliverer:
         step = request.steps[index]
         for card in await self.store.cards(request.id, index):
             message = cards.approval_card(request, step, viewer=card.user)
-            await self.client.chat_update(channel=card.channel, ts=card.ts,
-                                          **message.as_kwargs())
+            try:
+                await self.client.chat_update(channel=card.channel, ts=card.ts,
+                                              **message.as_kwargs())
+            except SlackApiError as exc:
+                if exc.response.get("error") not in CARD_GONE:
+                    raise
+                # that copy is gone for good; the others, and what follows, still go out
+                log.warning("%s's card of %s (%s %s) can no longer be updated: %s", card.user,
+                            request.ref, card.channel, card.ts, exc.response.get("error"))
 
     async def _reminder(self, item: OutboxItem, request: Request,
                         payload: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.ids import ActionId, CallbackId, RejectMetadata, StepValue
@@ -567,6 +568,32 @@ async def test_a_card_decided_before_it_could_be_sent_is_not_sent_late(ws: Works
     request = await ws.runtime.store.get(1)
     assert request is not None and request.status is RequestStatus.APPROVED
     assert failed_calls(ws) == []
+
+
+async def delete_message(ws: Workspace, message: dict[str, Any]) -> None:
+    """The message disappears from Slack (a retention policy, an admin): as if deleted
+    through a ``response_url`` with ``delete_original``."""
+    url = ws.slack.response_url(channel=message["channel"], ts=message["ts"])
+    async with httpx.AsyncClient() as http:
+        (await http.post(url, json={"delete_original": True})).raise_for_status()
+    assert ws.slack.message(message["channel"], message["ts"]) is None
+
+
+async def test_a_card_gone_from_slack_holds_nothing_up(ws: Workspace) -> None:
+    await create(ws, "U_ALICE", "€25,000 Desks for the new office")
+    bob_card = ws.card("U_BOB", "PR-1")
+    await delete_message(ws, bob_card)
+
+    await ws.click("U_BOB", bob_card, ActionId.APPROVE)  # as from a copy still on screen
+
+    # the next level's cards go out at once, not after the dead card's retries
+    assert len(ws.cards_of("U_FIN1")) == len(ws.cards_of("U_FIN2")) == 1
+    await delete_message(ws, ws.card("U_FIN1", "PR-1"))
+    await approve(ws, "U_FIN2")
+
+    assert_decided_in_place(ws, "U_FIN2", "PR-1", "Approved* by <@U_FIN2>")  # not skipped
+    assert any("approved" in text for text in outcome_dms(ws))
+    assert (await ws.runtime.store.outbox_counts()).get("pending", 0) == 0
 
 
 # --------------------------------------------------------------------------- the audit trail

@@ -52,6 +52,8 @@ from flows.model import Request
 log = logging.getLogger("approvals.slack")
 
 ANSWER_WITHIN = 2.5  # seconds: Slack gives 3 to acknowledge
+FORM_FAILED = ("I couldn't open the request form. Try again, or request at once: "
+               "`/purchase 1,200 USD Laptops for new hires`.")
 TRY_AGAIN = ("The approvals database is not answering right now. Nothing was changed; "
              "try again in a moment.")
 
@@ -114,7 +116,8 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
     # ------------------------------------------------------------------ /purchase
 
     @app.command(SLASH_COMMAND)
-    async def purchase(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient) -> None:
+    async def purchase(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient,
+                       respond: AsyncRespond) -> None:
         user = command["user_id"]
         try:
             parsed = parse_command(command.get("text") or "", currencies=currencies())
@@ -124,10 +127,15 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             return
         if isinstance(parsed, OpenModal):
             await ack()
-            await open_request_modal(client, command["trigger_id"],
-                                     RequestModalMetadata(
-                                         channel=command.get("channel_id"),
-                                         response_url=command.get("response_url")))
+            opened = await open_request_modal(client, command["trigger_id"],
+                                              RequestModalMetadata(
+                                                  channel=command.get("channel_id"),
+                                                  response_url=command.get("response_url")))
+            if not opened:
+                try:
+                    await respond(text=FORM_FAILED, response_type="ephemeral")
+                except Exception:
+                    log.exception("could not tell %s the form did not open", user)
             return
         answer = await _bounded(_answer(parsed, user))
         await ack(text=answer)
@@ -177,13 +185,16 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         raise AssertionError(f"unhandled command {parsed!r}")
 
     async def open_request_modal(client: AsyncWebClient, trigger_id: str,
-                                 metadata: RequestModalMetadata) -> None:
+                                 metadata: RequestModalMetadata) -> bool:
+        """Open the request form; ``False`` (logged) when Slack would not open it."""
         view = cards.request_modal(currencies(), base_currency=runtime.policy.currency,
                                    metadata=metadata)
         try:
             await client.views_open(trigger_id=trigger_id, view=view)
         except Exception:
             log.exception("views.open failed")
+            return False
+        return True
 
     @app.view(CallbackId.PURCHASE_REQUEST.value)
     async def request_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -401,7 +412,8 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
     @app.action(ActionId.OPEN_REQUEST_MODAL.value)
     async def new_request(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        await open_request_modal(client, body["trigger_id"], RequestModalMetadata())
+        if not await open_request_modal(client, body["trigger_id"], RequestModalMetadata()):
+            await tell(body, client, FORM_FAILED)
 
     # ------------------------------------------------------------------ events
 

@@ -477,3 +477,47 @@ async def test_no_listener_error_reached_slack(ws: Workspace) -> None:
     await ws.click("U_BOB", ws.card("U_BOB", "PR-1"), ActionId.APPROVE)
     await ws.reject("U_FIN1", ws.card("U_FIN1", "PR-1"), "Not this quarter")
     assert failed_calls(ws) == []
+
+
+async def test_a_form_that_cannot_be_opened_is_not_a_silent_failure(ws: Workspace) -> None:
+    """Slack refuses ``views.open`` (here: a trigger used twice, ``expired_trigger_id``):
+    the person is told, by the command's response_url or, from the App Home, by DM."""
+    trigger = signing.trigger_id("U_ALICE")
+    first, again = ws.slack.response_url(), ws.slack.response_url()
+    for url in (first, again):
+        response = await ws.send(signing.slash_command(
+            ws.secret, text="", user_id="U_ALICE", response_url=url, trigger=trigger))
+        assert response.status_code == 200 and ack_text(response) == ""
+    assert [c.error for c in ws.slack.calls("views.open")] == [None, "expired_trigger_id"]
+    assert ws.slack.responses(first) == []
+    [told] = ws.slack.responses(again)
+    assert told["response_type"] == "ephemeral" and "couldn't open" in told["text"]
+
+    await ws.open_home("U_ALICE")
+    home = ws.slack.home_of("U_ALICE")
+    assert home is not None
+    await ws.send(signing.block_actions(
+        ws.secret, user_id="U_ALICE", action_id=ActionId.OPEN_REQUEST_MODAL.value, value="",
+        view=home, trigger=trigger))
+    assert any("couldn't open" in text for text in dm_texts(ws, "U_ALICE"))
+    assert await ws.runtime.store.get(1) is None
+
+
+async def test_a_rejection_form_that_cannot_be_opened_says_so(ws: Workspace) -> None:
+    await create(ws, "U_ALICE", "$9,000 Monitors for the team")
+    card = ws.card("U_BOB", "PR-1")
+    trigger = signing.trigger_id("U_BOB")
+    await ws.send(signing.slash_command(ws.secret, text="", user_id="U_BOB",
+                                        response_url=ws.slack.response_url(), trigger=trigger))
+    url = ws.slack.response_url(channel=card["channel"], ts=card["ts"])
+
+    await ws.send(signing.block_actions(
+        ws.secret, user_id="U_BOB", action_id=ActionId.REJECT.value,
+        value=StepValue(request_id=1, step=0).encode(), message=card, response_url=url,
+        trigger=trigger))
+
+    [told] = ws.slack.responses(url)
+    assert "couldn't open the rejection form" in told["text"]
+    request = await ws.runtime.store.get(1)
+    assert request is not None and request.status is RequestStatus.PENDING
+    assert has_buttons(ws.card("U_BOB", "PR-1"))

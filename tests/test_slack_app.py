@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -320,8 +321,8 @@ def _tampered(request: signing.SignedRequest, *, drop: str) -> signing.SignedReq
     return signing.SignedRequest(request.body, headers)
 
 
-@pytest.mark.parametrize("how", ["bad_signature", "stale", "no_signature", "no_timestamp",
-                                 "changed_body"])
+@pytest.mark.parametrize("how", ["bad_signature", "stale", "future", "no_signature",
+                                 "no_timestamp", "changed_body"])
 async def test_unsigned_or_wrongly_signed_requests_get_401_and_change_nothing(
         ws: Workspace, how: str) -> None:
     await create(ws, "U_ALICE", "$9,000 Monitors for the team")
@@ -329,30 +330,31 @@ async def test_unsigned_or_wrongly_signed_requests_get_401_and_change_nothing(
     calls_before = len(ws.slack.calls())
     trail_before = await audit(ws)
     wrong, stale = how == "bad_signature", how == "stale"
+    ts = int(time.time()) + 6 * 60 if how == "future" else None  # a clock far ahead
 
     value = StepValue(request_id=1, step=0).encode()
     requests = [
         signing.slash_command(ws.secret, text="$2,000 Chairs", user_id="U_ALICE",
                               response_url=ws.slack.response_url(),
-                              bad_signature=wrong, stale=stale),
+                              bad_signature=wrong, stale=stale, timestamp=ts),
         signing.slash_command(ws.secret, text="", user_id="U_ALICE",
                               response_url=ws.slack.response_url(),
-                              bad_signature=wrong, stale=stale),
+                              bad_signature=wrong, stale=stale, timestamp=ts),
         signing.slash_command(ws.secret, text="cancel PR-1", user_id="U_ALICE",
                               response_url=ws.slack.response_url(),
-                              bad_signature=wrong, stale=stale),
+                              bad_signature=wrong, stale=stale, timestamp=ts),
         signing.block_actions(ws.secret, user_id="U_BOB", action_id="approve", value=value,
                               message=card, response_url=ws.slack.response_url(),
-                              bad_signature=wrong, stale=stale),
+                              bad_signature=wrong, stale=stale, timestamp=ts),
         signing.block_actions(ws.secret, user_id="U_BOB", action_id="reject", value=value,
                               message=card, response_url=ws.slack.response_url(),
-                              bad_signature=wrong, stale=stale),
+                              bad_signature=wrong, stale=stale, timestamp=ts),
         signing.view_submission(ws.secret, user_id="U_ALICE",
                                 callback_id=CallbackId.PURCHASE_REQUEST.value,
                                 values=signing.input_values(*form()),
-                                bad_signature=wrong, stale=stale),
+                                bad_signature=wrong, stale=stale, timestamp=ts),
         signing.app_home_opened(ws.secret, user_id="U_ALICE", bad_signature=wrong,
-                                stale=stale),
+                                stale=stale, timestamp=ts),
     ]
     for request in requests:
         if how == "no_signature":

@@ -73,6 +73,26 @@ async def test_opening_the_app_home_shows_what_waits_and_own_requests(ws: Worksp
     assert "You have no requests yet" in home(ws, "U_EVE")
 
 
+async def test_a_crowded_app_home_stays_within_slacks_limits(ws: Workspace) -> None:
+    for n in range(1, 22):  # more than the view shows of either list; delivered at the end
+        response = await ws.send(signing.slash_command(
+            ws.secret, text=f"${1000 + n:,} Monitor number {n} for the design team",
+            user_id="U_ALICE", response_url=ws.slack.response_url()))
+        assert f"PR-{n}" in ack_text(response)
+    await ws.settle()
+
+    await ws.open_home("U_BOB")
+    await ws.open_home("U_ALICE")
+
+    assert failed_calls(ws) == []  # the stand-in checks views as Slack does (<= 100 blocks)
+    bob = ws.slack.home_of("U_BOB")
+    assert bob is not None and len(bob["blocks"]) <= 100
+    assert "Waiting for you (21)" in block_text(bob) and "more waiting for you" in block_text(bob)
+    assert len(home_buttons(bob, ActionId.APPROVE)) < 21
+    alice = home(ws, "U_ALICE")
+    assert "Your requests (21)" in alice and "more of your requests" in alice
+
+
 async def test_a_retried_event_delivery_is_handled_once(ws: Workspace) -> None:
     first = await ws.open_home("U_ALICE", event_id="Ev0HOME1")
     again = await ws.open_home("U_ALICE", event_id="Ev0HOME1", retry_num=1)

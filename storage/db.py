@@ -4,7 +4,14 @@ Every state change runs in a *write* transaction. On SQLite that is ``BEGIN IMME
 two writers never both read and then collide on upgrade to a write lock; readers use plain
 ``BEGIN`` and see a consistent WAL snapshot. On PostgreSQL, writers lock the rows they read
 (``FOR UPDATE``) and compare the request's version on update, so a lost race is retried
-and re-decided on fresh state rather than recorded twice.
+and re-decided on fresh state rather than recorded twice. A deadlock or serialisation
+failure that PostgreSQL reports is the same kind of lost race: :meth:`Database.write`
+raises :class:`Conflict` for it, and the store runs the command again.
+
+Several replicas may share one PostgreSQL database. Its engine gives up connecting after
+:data:`CONNECT_TIMEOUT` seconds and checks a pooled connection before using it, so while
+the server is down a request fails fast (and is answered "try again in a moment"), and
+once it is back the next request or tick simply works, without a restart.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -28,7 +36,19 @@ DEFAULT_URL = "sqlite+aiosqlite:///./approvals.db"
 # A health check must answer even when the database accepts connections but says nothing
 # (asyncpg alone would wait 60 s): slower than this counts as not answering.
 PING_TIMEOUT = 2.0
+# PostgreSQL: a Slack request must be answered within 3 s even while the server is
+# unreachable, so connecting gives up well before that; a statement that hangs longer
+# than STATEMENT_TIMEOUT (a server that stopped answering mid-query) is abandoned.
+CONNECT_TIMEOUT = 1.5
+STATEMENT_TIMEOUT = 60.0
+POOL_TIMEOUT = 5.0  # waiting for a free pooled connection
+# SQLSTATEs of a transaction that lost a race and may simply be run again
+_RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _READONLY = "approvals_readonly"
+
+
+class Conflict(Exception):
+    """The transaction lost a race (a changed version, a deadlock); run the command again."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -46,8 +66,11 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **options, **kwargs)
         _sqlite_setup(engine, wal=not memory)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                               **kwargs)
+    pg_options: dict[str, Any] = {
+        "connect_args": {"timeout": CONNECT_TIMEOUT, "command_timeout": STATEMENT_TIMEOUT},
+        "pool_pre_ping": True, "pool_size": 10, "max_overflow": 10,
+        "pool_timeout": POOL_TIMEOUT}
+    return create_async_engine(url, **{**pg_options, **kwargs})
 
 
 def _sqlite_setup(engine: AsyncEngine, *, wal: bool) -> None:
@@ -83,9 +106,18 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """One transaction that may change state; commits on success, rolls back on error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        """One transaction that may change state; commits on success, rolls back on error.
+
+        Raises :class:`Conflict` when PostgreSQL aborted it as a deadlock victim or for a
+        serialisation failure: nothing was written, and the caller may run it again.
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            if _sqlstate(exc) in _RETRYABLE:
+                raise Conflict(str(exc.orig)) from exc
+            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -111,3 +143,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return str(code) if code else None

@@ -19,6 +19,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Executable, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -49,7 +52,7 @@ from flows.machine import (
 from flows.model import Advice, Request, RequestStatus, Step
 from flows.policy import Policy
 from flows.vendors import vendor_key
-from storage.db import Database
+from storage.db import Conflict, Database
 from storage.tables import (
     AssignmentRow,
     AuditHeadRow,
@@ -67,10 +70,6 @@ MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
 log = logging.getLogger("approvals.store")
-
-
-class Conflict(Exception):
-    """The request changed between reading and writing it; the command is run again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +305,13 @@ class Store:
         return outcome
 
     async def fire_timer(self, timer: DueTimer, *, now: datetime) -> Outcome | None:
-        """Fire one due timer, exactly once: deleting its row is the claim."""
+        """Fire one due timer, exactly once: deleting its row is the claim.
+
+        Several replicas may try the same timer at once. Each locks the request first and
+        only then deletes the timer -- the order a decision takes (it locks the request,
+        then cancels the step's timers) -- so the two never wait on each other in a circle;
+        whoever comes second finds the row gone and does nothing.
+        """
         cmd: Command
         if timer.kind is TimerKind.REMIND:
             cmd = machine.Remind(step=timer.step, due_at=timer.due_at, at=now)
@@ -315,6 +320,7 @@ class Store:
         for _ in range(MAX_ATTEMPTS):
             try:
                 async with self.db.write() as session:
+                    await session.get(RequestRow, timer.request_id, with_for_update=True)
                     gone = await session.execute(delete(TimerRow).where(TimerRow.id == timer.id))
                     if getattr(gone, "rowcount", 0) != 1:
                         return None  # fired elsewhere, or cancelled by a decision
@@ -644,14 +650,16 @@ class Store:
         return {status: int(count) for status, count in rows}
 
     async def _save_card(self, session: AsyncSession, card: CardRef, *, at: datetime) -> None:
-        existing = (await session.execute(select(CardRow).where(
-            CardRow.request_id == card.request_id, CardRow.step == card.step,
-            CardRow.user_id == card.user))).scalar_one_or_none()
-        if existing is None:
-            session.add(CardRow(request_id=card.request_id, step=card.step, user_id=card.user,
-                                channel=card.channel, ts=card.ts, created_at=at))
-        else:
-            existing.channel, existing.ts = card.channel, card.ts
+        """Record where ``card`` went. One statement, so a card that another replica
+        recorded a moment ago for the same step and person is updated, never a unique
+        violation (a read-then-insert would race under READ COMMITTED)."""
+        values = {"request_id": card.request_id, "step": card.step, "user_id": card.user,
+                  "channel": card.channel, "ts": card.ts, "created_at": at}
+        statement = (sqlite_insert(CardRow) if self.db.sqlite else pg_insert(CardRow)
+                     ).values(**values)
+        await session.execute(statement.on_conflict_do_update(
+            index_elements=[CardRow.request_id, CardRow.step, CardRow.user_id],
+            set_={"channel": statement.excluded.channel, "ts": statement.excluded.ts}))
 
     async def cards(self, request_id: int, step: int | None = None) -> list[CardRef]:
         async with self.db.read() as session:
@@ -662,11 +670,18 @@ class Store:
         return [CardRef(r.request_id, r.step, r.user_id, r.channel, r.ts) for r in rows]
 
     async def first_delivery(self, event_id: str, *, at: datetime) -> bool:
-        """True the first time ``event_id`` is seen (Slack retries deliveries)."""
-        async with self.db.write() as session:
-            if await session.get(SlackEventRow, event_id) is not None:
-                return False
-            session.add(SlackEventRow(event_id=event_id, received_at=at))
+        """True the first time ``event_id`` is seen (Slack retries deliveries).
+
+        The insert is the claim: when a delivery and its retry reach two replicas at
+        once, the second insert meets the first's key and that replica gets ``False``.
+        """
+        try:
+            async with self.db.write() as session:
+                if await session.get(SlackEventRow, event_id) is not None:
+                    return False
+                session.add(SlackEventRow(event_id=event_id, received_at=at))
+        except IntegrityError:
+            return False
         return True
 
     # ------------------------------------------------------------------ audit reads

@@ -34,6 +34,7 @@ NOTICE_EVENT = "approvals_notice"
 BATCH = 50
 CONCURRENCY = 8
 HOME_FETCH = 200  # rows read for one App Home; the view shows fewer and counts the rest
+HOME_REPUBLISH = 3  # publishes of one Home in a row while it keeps changing under us
 # Slack errors that no retry can fix: the row goes to dead letters at once.
 PERMANENT = frozenset({
     "invalid_auth", "not_authed", "account_inactive", "token_revoked", "missing_scope",
@@ -282,10 +283,27 @@ class Deliverer:
         return None
 
     async def publish_home(self, user: str) -> None:
+        """Publish ``user``'s App Home as the database has it now.
+
+        Replicas refresh one person's Home concurrently, and the publish that reaches Slack
+        last may have been rendered from older state than another. So each publisher reads
+        again after its publish and publishes again if the view is already out of date:
+        the last publish is always checked against the state after it, and any change
+        after that check queues a refresh of its own.
+        """
+        view = await self._home_view(user)
+        for _ in range(HOME_REPUBLISH):
+            await self.client.views_publish(user_id=user, view=view)
+            current = await self._home_view(user)
+            if current == view:
+                return
+            view = current
+        log.info("the App Home of %s kept changing; its next refresh shows the rest", user)
+
+    async def _home_view(self, user: str) -> dict[str, Any]:
         waiting = await self.store.waiting_for(user, limit=HOME_FETCH)
         mine = await self.store.requests_of(user, limit=HOME_FETCH)
-        view = cards.home_view(waiting, mine, user)
-        await self.client.views_publish(user_id=user, view=view)
+        return cards.home_view(waiting, mine, user)
 
 
 def _retry_after(exc: Exception) -> float | None:

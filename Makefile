@@ -6,10 +6,15 @@ BIN    := $(VENV)/bin
 # Installed when the venv is new, and again whenever pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint demo
+.PHONY: test test-pg check lint demo
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# Every test that touches a database, again on PostgreSQL (APPROVALS_TEST_PG, by default
+# postgresql+asyncpg://postgres@127.0.0.1:5432/test); skipped, saying why, without a server.
+test-pg: $(STAMP)
+	APPROVALS_TEST_DATABASE=postgresql $(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,10 @@ stand-in), and lets code act as people: type ``/purchase``, click a card's butto
 a modal, open the App Home. Every action is a *signed* HTTP request to the real ASGI app,
 exactly as Slack would send it. Time is a :class:`~bot.clock.FakeClock`; :meth:`settle`
 runs what the background tick would (due timers, then the outbox).
+
+Given no ``database_url``, a Workspace keeps its data in a temporary SQLite file, unless
+:attr:`Workspace.scratch_database` hands out throw-away databases of another kind (the
+test suite's PostgreSQL run sets it: ``APPROVALS_TEST_DATABASE=postgresql``).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 
@@ -30,6 +36,10 @@ from flows.policy import parse_policy
 
 
 class Workspace:
+    # A context manager yielding the URL of a fresh database at the latest schema, and
+    # dropping the database on exit; ``None``: a temporary SQLite file.
+    scratch_database: ClassVar[Callable[[], AbstractAsyncContextManager[str]] | None] = None
+
     def __init__(self, *, policy_text: str, database_url: str | None = None,
                  clock: FakeClock | None = None, slack: FakeSlack | None = None,
                  process_before_response: bool = True) -> None:
@@ -48,6 +58,10 @@ class Workspace:
     async def __aenter__(self) -> Self:
         if self._own_slack:
             await self.slack.start()
+        self._exits = AsyncExitStack()
+        if self._database_url is None and Workspace.scratch_database is not None:
+            self._database_url = await self._exits.enter_async_context(
+                Workspace.scratch_database())
         if self._database_url is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="approvals-")
             self._database_url = f"sqlite+aiosqlite:///{Path(self._tmp.name) / 'approvals.db'}"
@@ -67,6 +81,7 @@ class Workspace:
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
         await self.runtime.close()
+        await self._exits.aclose()
         if self._own_slack:
             await self.slack.close()
         if self._tmp is not None:

@@ -320,7 +320,7 @@ def _start_step(request: Request, index: int, policy: Policy, at: datetime,
     started = step.model_copy(update={
         "status": StepStatus.PENDING, "assignees": assignees, "on_behalf": on_behalf,
         "notes": (*settled.notes, *notes), "started_at": at})
-    for user in settled.assignees:
+    for user in assignees:  # the delegates of those who are away
         out.add(SendCard(index, user))
     if policy.reminders is not None:
         out.add(SetTimer(TimerKind.REMIND, index, at + policy.reminders.after))

@@ -84,6 +84,7 @@ _OVERRIDE_FILLERS = _words(
     "all", "any", "the", "your", "my", "previous", "prior", "above", "earlier", "preceding",
     "foregoing", "former", "existing", "system", "these", "those", "other", "of", "every",
     "safety", "security", "approval", "advisor", "ai", "original", "initial", "given",
+    "policy", "budget", "spending", "purchasing",
     "alle", "die", "der", "den", "deine", "ihre", "vorherigen", "vorigen", "bisherigen",
     "obigen", "fruheren", "vorangegangenen", "samtliche", "samtlichen", "gegebenen",
     "toutes", "tous", "les", "tes", "vos", "des", "precedentes", "precedents",
@@ -95,7 +96,10 @@ _OVERRIDE_FILLERS = _words(
 )
 _OVERRIDE_NOUNS = _words(
     "instructions?", "prompts?", "rules", "guidelines", "directions", "directives",
-    "guardrails", "programming", "system prompt", "constraints",
+    "guardrails", "programming", "system prompt", "constraints", "checks?", "controls",
+    "prufung", "prufungen", "kontrolle", "kontrollen", "verification", "verifications",
+    "controles?", "revision", "verificacion", "controllo", "controlli", "verifica",
+    "verificacao", "controle",
     "anweisungen", "anweisung", "instruktionen", "regeln", "vorgaben", "richtlinien",
     "befehle", "consignes", "regles", "directives", "indications", "ordres",
     "instrucciones", "reglas", "indicaciones", "directrices", "ordenes", "normas",
@@ -157,7 +161,8 @@ _CLASSIFY_VERBS = _words(
 _VERDICT_ORDERS = (
     rf"\b{_CLASSIFY_VERBS}{_S}{_SUBJECT}{_S}(?:(?:as|als|comme|como|come|ein)"
     rf"{_S})?(?:(?:a|an|une?|un|una)\s+)?{_SAFE_WORDS}\b"
-    rf"|\b{_CLASSIFY_VERBS}{_S}(?:as|als|comme|como|come){_S}{_SAFE_WORDS}\b"
+    rf"|\b{_CLASSIFY_VERBS}{_S}(?:as|als|comme|como|come){_S}{_SAFE_WORDS}"
+    r"\s*(?:[.!,;:)\]]|$|and\b|und\b|et\b|y\b|please\b|now\b)"
     r"|\b(?:return|output|respond|reply|answer|say|print|write|recommend|set)"
     r"(?:[\W_]+(?:with|only|just|exactly|the word|a|an)){0,3}[\W_]+"
     r"[\"'`]?(?:approve[ds]?|approval|low risk|no flags)\b"
@@ -171,6 +176,7 @@ _VERDICT_ORDERS = (
     r"|\b(?:approve|approve this|approve it)\s+(?:immediately|automatically|right away|"
     r"without (?:any )?(?:question|questions|review|checking|checks|looking))\b"
     r"|\bmust (?:be )?(?:approved?|recommended?) (?:by you|without)\b"
+    r"|\bjust (?:approve|click (?:on )?approve|sign (?:it )?off|accept) (?:it|this)\b"
 )
 
 # Someone addressed: the advisor, the model, the approvers.
@@ -178,6 +184,8 @@ _ADDRESSEE = _words(
     "ai", "a\\.i\\.", "bot", "llm", "gpt", "chatgpt", "claude", "model", "assistant",
     "advisor", "adviser", "reviewer", "reviewers", "approver", "approvers", "auditor",
     "language model", "ai model", "ai reviewer", "ai advisor", "ai assistant",
+    "whoever (?:reviews|approves|reads|checks) (?:this|it)",
+    "(?:the )?(?:person|human|people) (?:reviewing|approving|checking) (?:this|it)",
     "ki", "assistent", "prufer", "genehmiger", "berater", "modell", "ia", "conseiller",
     "approbateur", "valideur", "modele", "asistente", "asesor", "aprobador",
     "aprobadores", "revisor", "modelo", "assistente", "consulente", "approvatore",

@@ -486,8 +486,9 @@ class Store:
             try:
                 async with self.db.write() as session:
                     current = await self._delegations(session, at)
-                    existing = current.pop(delegator, None)
-                    if existing is None:
+                    current.pop(delegator, None)
+                    # an expired delegation still ends: the steps it handed over come back
+                    if await session.get(DelegationRow, delegator) is None:
                         return None
                     await session.execute(delete(DelegationRow).where(
                         DelegationRow.delegator == delegator))
@@ -518,7 +519,8 @@ class Store:
                                         policy=await self._load_policy(session, row.policy_hash))
             await self._save(session, row.version, outcome, at=at,
                              changed=outcome.request != request)
-            outcomes.append(outcome)
+            if outcome.changed:
+                outcomes.append(outcome)
         return outcomes
 
     async def _hand_back(self, session: AsyncSession, delegator: str,
@@ -544,7 +546,8 @@ class Store:
                                         policy=await self._load_policy(session, row.policy_hash))
             await self._save(session, row.version, outcome, at=at,
                              changed=outcome.request != request)
-            outcomes.append(outcome)
+            if outcome.changed:
+                outcomes.append(outcome)
         return outcomes
 
     # ------------------------------------------------------------------ reads

@@ -5,6 +5,8 @@ Nothing here decides anything. :meth:`Runtime.tick` is what APScheduler calls ab
 second: it fires the timers that are due (each claimed by deleting its row in the same
 transaction as the state change it causes) and delivers the outbox. Listeners call
 :meth:`Runtime.wake` after a commit so messages go out at once instead of on the next tick.
+:meth:`Runtime.submitted` also starts the LLM advisor (when ``OPENAI_API_KEY`` is set) as a
+background task: its opinion, or a note when it fails, updates the cards later.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.advisor_llm import FAILED, AdvisorUnavailable, LlmAdvisor
 from bot.clock import Clock, SystemClock
 from bot.delivery import Deliverer
 from bot.settings import ConfigError, Settings
-from flows.advisor import rules_advice
+from flows.advisor import Opinion, rules_advice
 from flows.machine import Outcome
+from flows.model import Request, RequestStatus
 from flows.policy import Policy, load_policy
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
@@ -39,13 +43,17 @@ TIMER_BATCH = 100
 
 class Runtime:
     def __init__(self, *, settings: Settings, policy: Policy, policy_source: str,
-                 clock: Clock | None = None, db: Database | None = None) -> None:
+                 clock: Clock | None = None, db: Database | None = None,
+                 llm: LlmAdvisor | None = None) -> None:
+        """``llm``: the LLM advisor; by default the one ``OPENAI_API_KEY`` enables, if any."""
         self.settings = settings
         self.policy = policy
         self.policy_source = policy_source
         self.clock: Clock = clock or SystemClock()
         self.db = db or Database(settings.database_url)
         self.store = Store(self.db, advisor=rules_advice)
+        self.llm = llm if llm is not None else LlmAdvisor.from_settings(settings)
+        self._advising: set[asyncio.Task[None]] = set()
         token = settings.slack_bot_token
         # Listener calls (views.open, views.publish, ephemeral answers) retry what is safe.
         self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10,
@@ -106,8 +114,40 @@ class Runtime:
     def submitted(self, outcome: Outcome) -> None:
         """A request was just created: deliver its messages now, and let slower work
         (such as an LLM's annotation) follow in the background without holding the ack."""
-        del outcome  # nothing slow to start yet
         self.wake()
+        request = outcome.request
+        # A second opinion is for people: requests approved automatically need none.
+        if self.llm is not None and request.status is RequestStatus.PENDING:
+            task = asyncio.create_task(self._second_opinion(self.llm, request),
+                                       name=f"advise-{request.ref}")
+            self._advising.add(task)
+            task.add_done_callback(self._advising.discard)
+
+    async def _second_opinion(self, llm: LlmAdvisor, request: Request) -> None:
+        """Ask the LLM, then record its opinion -- or a note saying why there is none."""
+        opinion: Opinion | None = None
+        note: str | None = None
+        try:
+            policy = await self.store.policy(request.policy_version)
+            opinion = await llm.opinion(request, policy)
+        except AdvisorUnavailable as exc:
+            log.warning("AI advisor gave no opinion on %s: %s", request.ref, exc)
+            note = exc.note
+        except Exception:
+            log.exception("AI advisor failed on %s", request.ref)
+            note = FAILED
+        try:
+            await self.store.annotate(request.id, source=llm.source, at=self.clock.now(),
+                                      opinion=opinion, note=note)
+        except Exception:
+            log.exception("could not record the AI advisor's annotation of %s", request.ref)
+            return
+        self.wake()
+
+    async def advised(self) -> None:
+        """Wait until every LLM annotation under way is recorded (tests, the demo)."""
+        while self._advising:
+            await asyncio.gather(*self._advising, return_exceptions=True)
 
     def wake(self) -> None:
         """Deliver the outbox now (after a listener's commit)."""
@@ -132,6 +172,11 @@ class Runtime:
         self.wake()  # whatever an earlier process left behind
 
     async def close(self) -> None:
+        for task in list(self._advising):
+            task.cancel()
+        await asyncio.gather(*self._advising, return_exceptions=True)
+        if self.llm is not None:
+            await self.llm.close()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._drainer is not None:

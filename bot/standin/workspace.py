@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from bot.advisor_llm import LlmAdvisor
 from bot.app import build_app
 from bot.clock import FakeClock
 from bot.ids import EVENTS_PATH, ActionId, CallbackId, StepValue
@@ -42,8 +43,9 @@ class Workspace:
 
     def __init__(self, *, policy_text: str, database_url: str | None = None,
                  clock: FakeClock | None = None, slack: FakeSlack | None = None,
-                 process_before_response: bool = True) -> None:
+                 process_before_response: bool = True, llm: LlmAdvisor | None = None) -> None:
         self.policy_text = policy_text
+        self.llm = llm  # the LLM advisor; never the real one from OPENAI_API_KEY
         self.clock = clock or FakeClock()
         self.secret = secrets.token_hex(16)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -68,9 +70,10 @@ class Workspace:
         settings = Settings(SLACK_BOT_TOKEN=self.slack.token,
                             SLACK_SIGNING_SECRET=self.secret,
                             SLACK_API_URL=self.slack.base_url,
-                            DATABASE_URL=self._database_url, _env_file=None)
+                            DATABASE_URL=self._database_url, OPENAI_API_KEY=None,
+                            _env_file=None)
         self.runtime = Runtime(settings=settings, policy=parse_policy(self.policy_text),
-                               policy_source=self.policy_text, clock=self.clock)
+                               policy_source=self.policy_text, clock=self.clock, llm=self.llm)
         self.app = build_app(self.runtime, process_before_response=self._pbr)
         self.asgi = build_asgi(self.runtime, self.app, background=False)
         await self.runtime.prepare()

@@ -23,4 +23,6 @@ def test_the_demo_runs_offline_and_tells_the_story(tmp_path: Path) -> None:
     assert "Use the existing cloud contract" in out
     assert "You are not an approver of the Director step of PR-3." in out
     assert "chained to the one before by SHA-256: intact." in out
+    assert "`new_vendor`: No request to Acme Office Furniture GmbH" in out
+    assert "Submitted *PR-4*: *$450.00*" in out and "`prompt_injection`" in out
     assert not list(tmp_path.iterdir()), "the demo must leave no database behind"

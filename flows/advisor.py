@@ -386,11 +386,11 @@ def merge(advice: Advice, opinion: Opinion, *, source: str) -> Advice:
     })
 
 
-def annotate(request: Request, *, source: str, at: datetime, opinion: Opinion | None = None,
+def annotate(request: Request, *, source: str, opinion: Opinion | None = None,
              note: str | None = None) -> Outcome:
     """The LLM's opinion (or, when it failed, a ``note``) added to ``request``'s advice.
 
-    Nothing else of the request changes: no step, no status, no assignee. The whole
+    Nothing else of the request changes: no step, no status, no assignee, no time. The whole
     merged output goes to the audit trail; the current step's cards are updated in place.
     A second annotation from the same source changes nothing.
     """
@@ -404,8 +404,8 @@ def annotate(request: Request, *, source: str, at: datetime, opinion: Opinion | 
                                             [:200]})
     if advice == current:
         return Outcome(request)
-    updated = request.model_copy(update={"advice": advice, "updated_at": max(at,
-                                                                             request.updated_at)})
+    # updated_at stays: it dates the workflow's last change (a decision), not a second opinion
+    updated = request.model_copy(update={"advice": advice})
     effects: list[Effect] = [Audit("annotated", SYSTEM, advice.model_dump(mode="json"))]
     if updated.current is not None:
         effects.append(UpdateCards(updated.current.index))

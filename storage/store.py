@@ -250,8 +250,8 @@ class Store:
                     if row is None:
                         return None
                     request = Request.model_validate_json(row.doc)
-                    outcome = advising.annotate(request, source=source, at=at,
-                                                opinion=opinion, note=note)
+                    outcome = advising.annotate(request, source=source, opinion=opinion,
+                                                note=note)
                     if outcome.effects:
                         await self._save(session, row.version, outcome, at=at,
                                          changed=outcome.request != request)

@@ -312,10 +312,9 @@ def test_annotate_changes_only_the_advice_and_audits_the_whole_output() -> None:
     opinion = Opinion(recommendation="review", risk="medium", commentary="Ask for a quote.",
                       flags=(Flag(code="missing_justification", detail="Which pipeline?",
                                   evidence=["purpose"]),))
-    at = request.created_at + timedelta(seconds=3)
-    out = annotate(request, source="llm:m", at=at, opinion=opinion)
-    before = request.model_dump(exclude={"advice", "updated_at"})
-    assert out.request.model_dump(exclude={"advice", "updated_at"}) == before
+    out = annotate(request, source="llm:m", opinion=opinion)
+    before = request.model_dump(exclude={"advice"})
+    assert out.request.model_dump(exclude={"advice"}) == before
     advice = out.request.advice
     assert advice is not None
     assert advice.codes == ("new_vendor", "missing_justification")
@@ -325,14 +324,13 @@ def test_annotate_changes_only_the_advice_and_audits_the_whole_output() -> None:
     assert audit.data == advice.model_dump(mode="json")
     assert update == UpdateCards(0)
     # the same source a second time changes nothing
-    again = annotate(out.request, source="llm:m", at=at, opinion=opinion)
+    again = annotate(out.request, source="llm:m", opinion=opinion)
     assert again.effects == () and again.request == out.request
 
 
 def test_a_failed_llm_leaves_only_a_note() -> None:
     request = _pending_request()
-    at = request.created_at
-    out = annotate(request, source="llm:m", at=at,
+    out = annotate(request, source="llm:m",
                    note="The AI advisor did not answer in time.")
     advice = out.request.advice
     rules = request.advice
@@ -346,15 +344,13 @@ def test_the_card_shows_verdict_flags_evidence_commentary_and_note() -> None:
     opinion = Opinion(recommendation="reject", risk="high", commentary="Vendor <!channel> odd.",
                       flags=(Flag(code="duplicate", detail="Looks like PR-2",
                                   evidence=["PR-2"]),))
-    annotated = annotate(request, source="llm:m", opinion=opinion,
-                         at=request.created_at).request
+    annotated = annotate(request, source="llm:m", opinion=opinion).request
     card = cards.approval_card(annotated, annotated.steps[0], viewer="U_BOB")
     text = "\n".join(str(b) for b in card.blocks)
     assert "recommends *reject*" in text and "risk *high*" in text
     assert "`new_vendor`" in text and "vendor Zephyr Analytics GmbH: no approved request" in text
     assert "`duplicate` _(AI)_" in text and "PR-2" in text
     assert "Vendor &lt;!channel&gt; odd." in text and "<!channel>" not in text
-    noted = annotate(request, source="llm:m", note="The AI advisor failed.",
-                     at=request.created_at).request
+    noted = annotate(request, source="llm:m", note="The AI advisor failed.").request
     assert "The AI advisor failed." in str(cards.approval_card(noted, noted.steps[0],
                                                                viewer="U_BOB").blocks)

@@ -251,7 +251,8 @@ def submit(cmd: Submit, *, request_id: int, policy: Policy, policy_version: str,
     request needs has no way to find an approver; nothing is created then.
     """
     base_amount = validate_submission(cmd, policy)
-    planned = plan_route(policy, requester=cmd.requester, base_amount=base_amount)
+    planned = plan_route(policy, requester=cmd.requester, base_amount=base_amount,
+                         needs_a_human=advice is not None and bool(advice.flags))
     steps = tuple(Step(index=i, level=p.name, reason=p.reason, listed=p.listed)
                   for i, p in enumerate(planned))
     request = Request(

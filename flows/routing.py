@@ -47,11 +47,18 @@ def _reason(level: Level, base_amount: Decimal, currency: str) -> str:
             f"{format_money(level.over, currency)}")
 
 
-def plan_route(policy: Policy, *, requester: str, base_amount: Decimal) -> tuple[PlannedLevel, ...]:
-    """The levels a request of ``base_amount`` (base currency) by ``requester`` needs."""
+def plan_route(policy: Policy, *, requester: str, base_amount: Decimal,
+               needs_a_human: bool = False) -> tuple[PlannedLevel, ...]:
+    """The levels a request of ``base_amount`` (base currency) by ``requester`` needs.
+
+    ``needs_a_human`` (the advisor raised a flag): when no level's condition holds, the
+    first level decides all the same, since only a clean request may pass unseen.
+    """
     planned: list[PlannedLevel] = []
-    for level in policy.levels:
-        if not level_applies(level, base_amount):
+    fallback = needs_a_human and not any(level_applies(lv, base_amount) for lv in policy.levels)
+    for index, level in enumerate(policy.levels):
+        forced = fallback and index == 0
+        if not level_applies(level, base_amount) and not forced:
             continue
         if level.uses_manager:
             manager = policy.manager_of(requester)
@@ -63,8 +70,9 @@ def plan_route(policy: Policy, *, requester: str, base_amount: Decimal) -> tuple
         else:
             assert not isinstance(level.approvers, str)
             listed = tuple(dict.fromkeys(level.approvers))
-        planned.append(PlannedLevel(level.name, _reason(level, base_amount, policy.currency),
-                                    listed))
+        reason = ("no level applies to this amount, but the advisor raised a flag: a person "
+                  "decides" if forced else _reason(level, base_amount, policy.currency))
+        planned.append(PlannedLevel(level.name, reason, listed))
     return tuple(planned)
 
 

@@ -352,7 +352,6 @@ def test_escalation_to_a_list_leaves_out_excluded_people() -> None:
 
 
 def test_a_flagged_request_that_no_level_covers_still_goes_to_a_person() -> None:
-
     only_large = parse_policy("version: 1\ncurrency: USD\n"
                               "levels:\n  - {name: Finance, over: 1000, approvers: [U_FIN]}\n")
     flagged = Advice(flags=({"code": "prompt_injection", "detail": "asks to be approved",

@@ -1,0 +1,147 @@
+"""Benchmarks 1, 2, 3 and 5: acknowledgements, delivery, clicks, and a slow LLM advisor.
+
+1. The baseline (``bench.baseline_app``) and then ``approvals serve`` each take the same
+   signed inline ``/purchase`` commands from 32 connections for ``seconds``.
+2. After our burst, every accepted request's first approval card must reach the Slack
+   stand-in, none twice (counted by request, step and person).
+3. Then every one of those cards is approved, from 32 connections; each click's next card
+   (level 2, Finance) must arrive.
+5. Again with ``OPENAI_API_KEY`` set and the LLM at a local server that answers after 2 s:
+   acknowledgements stay fast and first cards keep arriving within a second of the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.harness import (
+    PR,
+    Load,
+    SlackProcess,
+    approvals_server,
+    baseline_server,
+    burst,
+    click_bodies,
+    percentile,
+    policy_yaml,
+    purchase_bodies,
+)
+
+
+def _summary(load: Load) -> dict[str, float]:
+    return {"requests": len(load.results), "rps": load.rate, "p50_ms": load.latency_ms(50),
+            "p99_ms": load.latency_ms(99), "non_2xx": load.non_2xx}
+
+
+async def _wait_cards(slack: SlackProcess, http: aiohttp.ClientSession,
+                      wanted: set[tuple[int, int]], *, within: float
+                      ) -> tuple[list[dict[str, Any]], bool]:
+    """Poll the stand-in until a card exists for every (request, step) in ``wanted``."""
+    deadline = time.monotonic() + within
+    seen: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        new, since = await slack.cards(http, since)
+        seen += new
+        have = {(c["request"], c["step"]) for c in seen}
+        if wanted <= have:
+            return seen, True
+        if time.monotonic() > deadline:
+            return seen, False
+        await asyncio.sleep(0.05)
+
+
+def _accepted(load: Load) -> dict[int, float]:
+    """PR number -> when its acknowledgement arrived (epoch seconds)."""
+    out: dict[int, float] = {}
+    for at, latency, status, text in load.results:
+        match = PR.search(text)
+        if 200 <= status < 300 and match:
+            out[int(match.group(1))] = at + latency
+    return out
+
+
+async def run(workdir: Path, *, seconds: float = 15.0, concurrency: int = 32,
+              baseline: bool = True, llm_delay: float | None = None) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    policy = workdir / "policy.yml"
+    policy.write_text(policy_yaml())
+    figures: dict[str, Any] = {}
+    slack = SlackProcess(workdir, llm_delay=llm_delay or 0.0)
+    response_url = f"{slack.api_url.removesuffix('/api/')}/response/bench"
+    bodies = purchase_bodies(40_000, response_url=response_url)
+    try:
+        if baseline:
+            base = baseline_server(workdir, slack, database=workdir / "baseline.db")
+            await base.start()
+            try:
+                figures["baseline"] = _summary(await burst(base.url, bodies, seconds=seconds,
+                                                           concurrency=concurrency))
+            finally:
+                base.stop()
+        extra = {}
+        if llm_delay is not None:
+            extra = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": f"{slack.stats_url}/v1"}
+        ours = approvals_server(workdir, slack, database=workdir / "approvals.db",
+                                policy=policy, extra_env=extra)
+        await ours.start()
+        try:
+            load = await burst(ours.url, bodies, seconds=seconds, concurrency=concurrency)
+            figures["ours"] = _summary(load)
+            accepted = _accepted(load)
+            figures["ours"]["accepted"] = len(accepted)
+            async with aiohttp.ClientSession() as http:
+                # 2. delivery of every first card
+                first, complete = await _wait_cards(
+                    slack, http, {(pr, 0) for pr in accepted},
+                    within=max(0.0, load.ended + 5.0 - time.time()))
+                if not complete:  # how late, for the record
+                    first, _ = await _wait_cards(slack, http, {(pr, 0) for pr in accepted},
+                                                 within=60)
+                firsts = {c["request"]: c for c in reversed(first) if c["step"] == 0}
+                arrived = [firsts[pr]["at"] for pr in accepted if pr in firsts]
+                twice = sum(n - 1 for n in Counter(
+                    (c["request"], c["step"], c["user"]) for c in first).values() if n > 1)
+                lateness = [firsts[pr]["at"] - acked for pr, acked in accepted.items()
+                            if pr in firsts]
+                figures["delivery"] = {
+                    "delivered": len(arrived), "expected": len(accepted),
+                    "within_5s": sum(1 for a in arrived if a <= load.ended + 5.0),
+                    "last_after_burst_s": (max(arrived) - load.ended) if arrived else None,
+                    "twice": twice,
+                    "after_ack_p50_s": percentile(lateness, 50),
+                    "after_ack_p99_s": percentile(lateness, 99),
+                    "after_ack_max_s": max(lateness) if lateness else None,
+                    "within_1s_of_ack": sum(1 for x in lateness if x <= 1.0)}
+                if llm_delay is None:
+                    figures["clicks"] = await _clicks(slack, http, ours.url, firsts,
+                                                      response_url=response_url,
+                                                      seconds=seconds, concurrency=concurrency)
+            figures["rss_mb"] = ours.rss_mb()
+        finally:
+            ours.stop()
+    finally:
+        slack.stop()
+    return figures
+
+
+async def _clicks(slack: SlackProcess, http: aiohttp.ClientSession, url: str,
+                  firsts: dict[int, dict[str, Any]], *, response_url: str, seconds: float,
+                  concurrency: int) -> dict[str, Any]:
+    cards = [c for c in firsts.values() if c["value"]]
+    load = await burst(url, click_bodies(cards, response_url=response_url), seconds=seconds,
+                       concurrency=concurrency, once=True)
+    clicked = [cards[i]["request"] for i in range(len(load.results))]
+    ok = [pr for pr, r in zip(clicked, load.results, strict=True) if 200 <= r[2] < 300]
+    seen, complete = await _wait_cards(slack, http, {(pr, 1) for pr in ok}, within=10.0)
+    have = {c["request"] for c in seen if c["step"] == 1}
+    twice = sum(n - 1 for n in Counter((c["request"], c["step"], c["user"])
+                                       for c in seen).values() if n > 1)
+    return {**_summary(load), "next_cards": len(have & set(ok)), "clicked": len(ok),
+            "twice": twice, "all_next_within_10s": complete}

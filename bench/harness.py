@@ -1,0 +1,254 @@
+"""What every benchmark needs: processes (the Slack stand-in, ``approvals serve``, the
+baseline), a load generator, percentiles, and the bench policy.
+
+The load generator is one aiohttp client with a connector limit equal to the concurrency
+and bodies signed before the clock starts, so it is not the bottleneck on two cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.standin import signing
+
+SECRET = "bench-signing-secret"
+ROOT = Path(__file__).resolve().parent.parent
+PR = re.compile(r"PR-(\d+)")
+
+MANAGERS = [f"U_M{i:02d}" for i in range(20)]
+REQUESTERS = [f"U_R{i:03d}" for i in range(200)]
+
+
+def policy_yaml() -> str:
+    """Two levels for every bench request (manager, then finance), reminders, escalation."""
+    lines = ["version: 1", "currency: USD", "rates: {EUR: 1.08}", "directory:"]
+    for i, user in enumerate(REQUESTERS):
+        lines.append(f"  {user}: {{manager: {MANAGERS[i % len(MANAGERS)]}}}")
+    for manager in MANAGERS:
+        lines.append(f"  {manager}: {{manager: U_DIR}}")
+    lines += ["levels:", "  - name: Manager", "    approvers: manager",
+              "  - name: Finance", "    over: 10000", "    approvers: [U_FIN1, U_FIN2]",
+              "auto_approve:", "  under: 100",
+              "reminders:", "  after: 4h", "  every: 24h",
+              "escalation:", "  after: 48h", "  to: manager", ""]
+    return "\n".join(lines)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("SLACK_", "OPENAI_", "DATABASE_URL", "APPROVALS_"))}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class SlackProcess:
+    """``bench.slack_proc``: the Slack stand-in and a slow LLM, in their own process."""
+
+    def __init__(self, workdir: Path, *, llm_delay: float = 2.0) -> None:
+        log = (workdir / "slack.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.slack_proc", str(llm_delay)], cwd=ROOT,
+            env=clean_env(), stdout=subprocess.PIPE, stderr=log)
+        log.close()
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline().decode().split()
+        self.api_url, self.stats_url = first[0], first[1]
+        self.token = "xoxb-fake-bot-token"
+
+    async def cards(self, http: aiohttp.ClientSession, since: int = 0
+                    ) -> tuple[list[dict[str, Any]], int]:
+        async with http.get(f"{self.stats_url}/bench/cards", params={"since": since}) as r:
+            data = await r.json()
+        return data["cards"], int(data["next"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class ServerProcess:
+    """A server under test: ``approvals serve`` or the baseline, until :meth:`stop`."""
+
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    name: str
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        log = (self.workdir / f"{self.name}.log").open("wb")
+        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        self.process = subprocess.Popen(argv, cwd=self.workdir, env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT)
+        log.close()
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 60
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited: "
+                                       + (self.workdir / f"{self.name}.log").read_text())
+                try:
+                    async with http.get(f"{self.url}/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name} did not start")
+                await asyncio.sleep(0.1)
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(current RSS, peak RSS) in MB."""
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+                  if line.startswith(("VmRSS", "VmHWM"))}
+        return values["VmRSS"] / 1024, values["VmHWM"] / 1024
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def approvals_server(workdir: Path, slack: SlackProcess, *, database: Path, policy: Path,
+                     extra_env: dict[str, str] | None = None) -> ServerProcess:
+    env = clean_env()
+    env.update(SLACK_BOT_TOKEN=slack.token, SLACK_SIGNING_SECRET=SECRET,
+               SLACK_API_URL=slack.api_url, DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+               **(extra_env or {}))
+    return ServerProcess([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1",
+                          "--port", "{port}", "--policy", str(policy)], env, workdir,
+                         "approvals")
+
+
+def baseline_server(workdir: Path, slack: SlackProcess, *, database: Path) -> ServerProcess:
+    env = clean_env()
+    env.update(SLACK_SIGNING_SECRET=SECRET, SLACK_BOT_TOKEN=slack.token,
+               SLACK_API_URL=slack.api_url, PYTHONPATH=str(ROOT))
+    return ServerProcess([sys.executable, "-m", "bench.baseline_app", "{port}", str(database)],
+                         env, workdir, "baseline")
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Load:
+    """What one burst measured: per request (sent at, latency, status, answer text)."""
+
+    started: float
+    ended: float
+    results: list[tuple[float, float, int, str]]
+
+    @property
+    def ok(self) -> list[tuple[float, float, int, str]]:
+        return [r for r in self.results if 200 <= r[2] < 300]
+
+    @property
+    def non_2xx(self) -> int:
+        return len(self.results) - len(self.ok)
+
+    @property
+    def rate(self) -> float:
+        return len(self.results) / (self.ended - self.started)
+
+    def latency_ms(self, p: float) -> float:
+        return percentile([r[1] * 1000 for r in self.results], p)
+
+
+def purchase_bodies(count: int, *, response_url: str, seed: int = 0
+                    ) -> list[signing.SignedRequest]:
+    """Signed inline ``/purchase`` commands (two-level amounts, several requesters)."""
+    out = []
+    for i in range(count):
+        user = REQUESTERS[(i + seed) % len(REQUESTERS)]
+        amount = 10_500 + (i * 37 + seed) % 9_000
+        out.append(signing.slash_command(
+            SECRET, text=f"${amount:,}.00 USD Laptops for the new hires of team {i % 50}",
+            user_id=user, response_url=response_url))
+    return out
+
+
+def click_bodies(cards: Sequence[dict[str, Any]], *, response_url: str
+                 ) -> list[signing.SignedRequest]:
+    return [signing.block_actions(SECRET, user_id=c["user"], action_id="approve",
+                                  value=c["value"], channel_id=c["channel"],
+                                  message_ts="1700000000.000100", response_url=response_url)
+            for c in cards]
+
+
+async def burst(url: str, bodies: Sequence[signing.SignedRequest], *, seconds: float,
+                concurrency: int = 32, once: bool = False) -> Load:
+    """Send ``bodies`` from ``concurrency`` connections for ``seconds`` (cycling through
+    them unless ``once``)."""
+    results: list[tuple[float, float, int, str]] = []
+    position = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        # warm the connections so connection set-up is not counted as latency
+        await asyncio.gather(*(http.get(f"{url}/healthz") for _ in range(concurrency)))
+        started = time.time()
+        deadline = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal position
+            while time.monotonic() < deadline:
+                if position >= len(bodies):
+                    if once:
+                        return
+                    position = 0
+                body = bodies[position]
+                position += 1
+                sent = time.perf_counter()
+                at = time.time()
+                try:
+                    async with http.post(f"{url}/slack/events", data=body.body,
+                                         headers=body.headers) as r:
+                        text = await r.text()
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    text, status = repr(exc), 599
+                results.append((at, time.perf_counter() - sent, status, text))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        ended = time.time()
+    return Load(started, ended, results)

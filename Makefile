@@ -11,8 +11,9 @@ STAMP  := $(VENV)/.installed
 test: $(STAMP)
 	$(BIN)/pytest -q
 
-# Every test that touches a database, again on PostgreSQL (APPROVALS_TEST_PG, by default
-# postgresql+asyncpg://postgres@127.0.0.1:5432/test); skipped, saying why, without a server.
+# The tests that drive the Slack app, again on PostgreSQL (APPROVALS_TEST_PG, by default
+# postgresql+asyncpg://postgres@127.0.0.1:5432/test); `make test` already runs the storage,
+# migration and replica tests there. Skipped, saying why, without a server.
 test-pg: $(STAMP)
 	APPROVALS_TEST_DATABASE=postgresql $(BIN)/pytest -q
 

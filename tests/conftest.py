@@ -1,11 +1,12 @@
 """Shared fixtures: databases (a SQLite file, and PostgreSQL where a server answers).
 
-``make test`` runs everything on SQLite, and the ``db_url`` tests on PostgreSQL too.
-``make test-pg`` (``APPROVALS_TEST_DATABASE=postgresql``) runs every test that touches a
-database on PostgreSQL: the ``db_url`` tests' PostgreSQL half and every test that drives
-a :class:`~bot.standin.workspace.Workspace`, each Workspace on a database of its own
-(copied from a template migrated once per run, dropped afterwards). Tests that touch no
-database are left to ``make test``. Without a server, those tests are skipped, saying why.
+``make test`` runs everything on SQLite, and the ``db_url`` tests (storage, migrations)
+and the PostgreSQL-only ones (replicas) on PostgreSQL too. ``make test-pg``
+(``APPROVALS_TEST_DATABASE=postgresql``) runs the rest of what touches a database on
+PostgreSQL: every test that drives a :class:`~bot.standin.workspace.Workspace`, each
+Workspace on a database of its own (copied from a template migrated once per run, dropped
+afterwards). What ``make test`` already ran on PostgreSQL, and tests that touch no
+database, are left out. Without a server, the tests are skipped, saying why.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ async def store(database: Database, policy: Policy) -> Store:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``APPROVALS_TEST_DATABASE=postgresql``, keep the tests that touch a database."""
+    """Under ``APPROVALS_TEST_DATABASE=postgresql``, keep the Workspace tests."""
     if TEST_DATABASE == "sqlite":
         return
     if TEST_DATABASE != "postgresql":
@@ -159,9 +160,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _on_postgresql(item: pytest.Item) -> bool:
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "db_url" in callspec.params:
-        return bool(callspec.params["db_url"] == "postgresql")
+    if "db_url" in getattr(item, "fixturenames", ()):
+        return False  # make test runs it on both databases already
     return _drives_workspaces(getattr(item, "module", None))
 
 
@@ -194,17 +194,23 @@ def pg_template() -> Iterator[str]:
         asyncio.run(migrate())
         yield name
     finally:
-        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for leftover in [*_COPIES, name]:  # a Workspace that failed before it was entered
+            _pg_exec(f'DROP DATABASE IF EXISTS "{leftover}" WITH (FORCE)')
+
+
+_COPIES: set[str] = set()  # copies of the template not dropped yet
 
 
 @asynccontextmanager
 async def _copy_of(template: str) -> AsyncIterator[str]:
     name = _fresh_name()
     await _pg_run(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    _COPIES.add(name)
     try:
         yield pg_database_url(name)
     finally:
         await _pg_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _COPIES.discard(name)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -280,30 +280,10 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
 
     @app.view(CallbackId.REJECT_REASON.value)
     async def reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user = body["user"]["id"]
-        metadata = RejectMetadata.parse(view.get("private_metadata"))
-        field = InputId.REASON.value
-        reason = _input(view, field)
-        if metadata is None:
-            await ack(response_action="errors", errors={field: "This form is no longer valid."})
-            return
-        if not reason.strip():
-            await ack(response_action="errors", errors={field: "Give a reason for the rejection."})
-            return
-        try:
-            outcome = await asyncio.wait_for(store.act(metadata.request_id, Reject(
-                step=metadata.step, actor=user, reason=reason, at=clock.now())),
-                timeout=ANSWER_WITHIN)
-        except Exception as exc:
-            await ack(response_action="errors", errors={field: user_message(exc)})
-            return
-        if outcome is None:
-            await ack(response_action="errors", errors={field: "That request is gone."})
-        elif outcome.refusal is not None:
-            await ack(response_action="errors", errors={field: outcome.refusal.message})
-        else:
-            await ack()
-        runtime.wake()
+        await step_text_submitted(
+            ack, body, view, InputId.REASON.value, "Give a reason for the rejection.",
+            lambda step, actor, text: Reject(step=step, actor=actor, reason=text,
+                                             at=clock.now()))
 
     @app.action(ActionId.REQUEST_INFO.value)
     async def request_info(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
@@ -360,15 +340,24 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
     @app.view(CallbackId.REQUEST_INFO.value)
     async def question_submitted(ack: AsyncAck, body: dict[str, Any],
                                  view: dict[str, Any]) -> None:
-        await step_text_submitted(ack, body, view, InputId.QUESTION.value)
+        await step_text_submitted(
+            ack, body, view, InputId.QUESTION.value, "Write your question first.",
+            lambda step, actor, text: AskInfo(step=step, actor=actor, question=text,
+                                              at=clock.now()))
 
     @app.view(CallbackId.INFO_ANSWER.value)
     async def answer_submitted(ack: AsyncAck, body: dict[str, Any],
                                view: dict[str, Any]) -> None:
-        await step_text_submitted(ack, body, view, InputId.ANSWER.value)
+        await step_text_submitted(
+            ack, body, view, InputId.ANSWER.value, "Write your answer first.",
+            lambda step, actor, text: AnswerInfo(step=step, actor=actor, answer=text,
+                                                 at=clock.now()))
 
-    async def step_text_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
-                                  field: str) -> None:
+    async def step_text_submitted(
+            ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], field: str,
+            empty: str, command: Callable[[int, str, str], Reject | AskInfo | AnswerInfo]
+    ) -> None:
+        """A modal about one step (reject reason, question, answer) becomes one command."""
         user = body["user"]["id"]
         metadata = RejectMetadata.parse(view.get("private_metadata"))
         text = _input(view, field)
@@ -376,14 +365,11 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             await ack(response_action="errors", errors={field: "This form is no longer valid."})
             return
         if not text.strip():
-            await ack(response_action="errors", errors={field: "Write something first."})
+            await ack(response_action="errors", errors={field: empty})
             return
-        cmd: AskInfo | AnswerInfo = (
-            AskInfo(step=metadata.step, actor=user, question=text, at=clock.now())
-            if field == InputId.QUESTION.value else
-            AnswerInfo(step=metadata.step, actor=user, answer=text, at=clock.now()))
         try:
-            outcome = await asyncio.wait_for(store.act(metadata.request_id, cmd),
+            outcome = await asyncio.wait_for(store.act(
+                metadata.request_id, command(metadata.step, user, text)),
                                              timeout=ANSWER_WITHIN)
         except Exception as exc:
             await ack(response_action="errors", errors={field: user_message(exc)})

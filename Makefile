@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # Installed when the venv is new, and again whenever pyproject.toml changes.
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-pg check lint demo
+.PHONY: test test-pg check lint demo bench
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -25,6 +25,10 @@ check: lint test
 
 demo: $(STAMP)
 	$(BIN)/approvals demo
+
+# The five benchmarks of docs/PERFORMANCE.md (a few minutes; wants a quiet machine).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

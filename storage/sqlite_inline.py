@@ -191,7 +191,7 @@ class Connection:
 
     @isolation_level.setter
     def isolation_level(self, value: str | None) -> None:
-        self._conn.isolation_level = value
+        self._conn.isolation_level = value  # type: ignore[assignment]
 
 
 def creator(database: str) -> Callable[[], Any]:

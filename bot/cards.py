@@ -350,42 +350,45 @@ def request_modal(currencies: Sequence[str], *, base_currency: str | None = None
     return result
 
 
-def reject_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
-    """The modal a reject click opens (``callback_id`` ``reject_reason``)."""
+def _text_modal(*, callback: CallbackId, title: str, submit: str, context: str,
+                field: InputId, label: str, metadata: RejectMetadata, hint: str | None = None,
+                placeholder: str | None = None) -> dict[str, Any]:
+    """A modal about one step: what it is about, then one required multi-line input."""
     blocks: list[Block] = [
-        _section(f"{_headline(request)}\n{step_label(request, step)}\n"
-                 + quote(safe(request.purpose, 1000))),
-        InputBlock(
-            block_id=InputId.REASON.value, label="Reason",
-            hint="The requester sees this reason.",
-            element=PlainTextInputElement(action_id=InputId.REASON.value, multiline=True,
-                                          placeholder="Why this request is rejected",
-                                          max_length=REASON_MAX)),
+        _section(context),
+        InputBlock(block_id=field.value, label=label, hint=hint,
+                   element=PlainTextInputElement(action_id=field.value, multiline=True,
+                                                 placeholder=placeholder,
+                                                 max_length=REASON_MAX)),
     ]
-    view = View(type="modal", callback_id=CallbackId.REJECT_REASON.value,
-                title=clip(f"Reject {request.ref}", VIEW_TITLE), submit="Reject",
-                close="Cancel", blocks=blocks, private_metadata=metadata.encode())
+    view = View(type="modal", callback_id=callback.value, title=clip(title, VIEW_TITLE),
+                submit=submit, close="Cancel", blocks=blocks,
+                private_metadata=metadata.encode())
     result: dict[str, Any] = view.to_dict()
     return result
+
+
+def _step_context(request: Request, step: Step) -> str:
+    return (f"{_headline(request)}\n{step_label(request, step)}\n"
+            + quote(safe(request.purpose, 1000)))
+
+
+def reject_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
+    """The modal a reject click opens (``callback_id`` ``reject_reason``)."""
+    return _text_modal(callback=CallbackId.REJECT_REASON, title=f"Reject {request.ref}",
+                       submit="Reject", context=_step_context(request, step),
+                       field=InputId.REASON, label="Reason",
+                       hint="The requester sees this reason.",
+                       placeholder="Why this request is rejected", metadata=metadata)
 
 
 def ask_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
     """The modal ``Ask a question`` opens (``callback_id`` ``request_info``)."""
-    blocks: list[Block] = [
-        _section(f"{_headline(request)}\n{step_label(request, step)}\n"
-                 + quote(safe(request.purpose, 1000))),
-        InputBlock(
-            block_id=InputId.QUESTION.value, label="Your question",
-            hint="The requester gets it by DM. Reminders and escalation pause until they "
-                 "answer.",
-            element=PlainTextInputElement(action_id=InputId.QUESTION.value, multiline=True,
-                                          max_length=REASON_MAX)),
-    ]
-    view = View(type="modal", callback_id=CallbackId.REQUEST_INFO.value,
-                title=clip(f"Ask about {request.ref}", VIEW_TITLE), submit="Ask",
-                close="Cancel", blocks=blocks, private_metadata=metadata.encode())
-    result: dict[str, Any] = view.to_dict()
-    return result
+    return _text_modal(callback=CallbackId.REQUEST_INFO, title=f"Ask about {request.ref}",
+                       submit="Ask", context=_step_context(request, step),
+                       field=InputId.QUESTION, label="Your question",
+                       hint="The requester gets it by DM. Reminders and escalation pause "
+                            "until they answer.", metadata=metadata)
 
 
 def answer_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict[str, Any]:
@@ -393,18 +396,9 @@ def answer_modal(request: Request, step: Step, metadata: RejectMetadata) -> dict
     question = step.open_question
     asked = (f"{user(question.by)} asks:\n{quote(safe(question.text, 1500))}" if question
              else "_No question is open any more._")
-    blocks: list[Block] = [
-        _section(f"*{request.ref}* · *{_amount(request)}*\n{asked}"),
-        InputBlock(
-            block_id=InputId.ANSWER.value, label="Your answer",
-            element=PlainTextInputElement(action_id=InputId.ANSWER.value, multiline=True,
-                                          max_length=REASON_MAX)),
-    ]
-    view = View(type="modal", callback_id=CallbackId.INFO_ANSWER.value,
-                title=clip(f"Answer about {request.ref}", VIEW_TITLE), submit="Send",
-                close="Cancel", blocks=blocks, private_metadata=metadata.encode())
-    result: dict[str, Any] = view.to_dict()
-    return result
+    return _text_modal(callback=CallbackId.INFO_ANSWER, title=f"Answer about {request.ref}",
+                       submit="Send", context=f"*{request.ref}* · *{_amount(request)}*\n{asked}",
+                       field=InputId.ANSWER, label="Your answer", metadata=metadata)
 
 
 # --------------------------------------------------------------------------- DMs

@@ -237,14 +237,17 @@ async def _ride_out(pg: OwnPostgres, server: Server, slack: FakeSlack, url: str)
         while not steady.is_set():
             n += 1
             await purchase(f"${100 + n} USD Printer paper batch {n}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
+    before = len(acked)
     traffic = asyncio.create_task(keep_asking())
-    await asyncio.sleep(0.3)
+    await eventually(lambda: len(acked) >= before + 2, what="traffic before the outage")
     stop_took, _ = await _timed(pg.stop("fast"))
     down_at = time.monotonic()
-    assert await _health(server) == 503
-    log.info("pg_ctl stop -m fast: %.2fs; /healthz 503 at once", stop_took)
+    health_took, health = await _timed(_health(server))
+    assert health == 503
+    log.info("pg_ctl stop -m fast: %.2fs; the next /healthz: 503 in %.3fs", stop_took,
+             health_took)
     elapsed, answer = await purchase("$99 USD Whiteboard markers")
     assert TRY_AGAIN in answer
     log.info("a /purchase while down answered in %.2fs: %s", elapsed, answer)

@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.advisor_llm import FAILED, AdvisorUnavailable, LlmAdvisor
 from bot.clock import Clock, SystemClock
@@ -39,6 +40,12 @@ from storage.store import Store
 log = logging.getLogger("approvals.runtime")
 
 TIMER_BATCH = 100
+# An outage is logged as one line a second, not a traceback a second.
+DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200] or type(exc).__name__
 
 
 class Runtime:
@@ -108,6 +115,9 @@ class Runtime:
                 if len(due) < TIMER_BATCH:
                     break
             await self.deliverer.drain()
+        except DATABASE_DOWN as exc:
+            log.warning("tick: the database is not answering (%s); trying again in a second",
+                        _one_line(exc))
         except Exception:
             log.exception("tick failed; trying again on the next one")
 
@@ -159,6 +169,8 @@ class Runtime:
             self._wake.clear()
             try:
                 await self.deliverer.drain()
+            except DATABASE_DOWN as exc:
+                log.warning("delivery: the database is not answering (%s)", _one_line(exc))
             except Exception:
                 log.exception("delivery failed; the next tick retries")
 

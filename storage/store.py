@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Executable, delete, func, or_, select, update
+from sqlalchemy import Executable, Table, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +57,7 @@ from storage.tables import (
     AssignmentRow,
     AuditHeadRow,
     AuditRow,
+    Base,
     CardRow,
     DelegationRow,
     OutboxRow,
@@ -113,19 +114,34 @@ class Store:
         self.db = db
         self.advisor = advisor
         self._policies: dict[str, Policy] = {}
+        # id(policy) -> (policy, its version hash). Hashing means serialising the whole
+        # policy (a fraction of a millisecond); the same frozen object hashes the same, and
+        # holding it keeps its id from being reused.
+        self._versions: dict[int, tuple[Policy, str]] = {}
 
     # ------------------------------------------------------------------ policies
 
+    def version_of(self, policy: Policy) -> str:
+        """``policy.version_hash``, computed once per policy object."""
+        known = self._versions.get(id(policy))
+        if known is not None and known[0] is policy:
+            return known[1]
+        if len(self._versions) >= 64:
+            self._versions.clear()
+        version = policy.version_hash
+        self._versions[id(policy)] = (policy, version)
+        return version
+
     async def register_policy(self, policy: Policy, *, source: str, at: datetime) -> str:
         """Keep ``policy`` as a version (its content hash); return the version."""
-        version = policy.version_hash
+        version = self.version_of(policy)
         async with self.db.write() as session:
             await self._ensure_policy(session, policy, source=source, at=at)
         return version
 
     async def _ensure_policy(self, session: AsyncSession, policy: Policy, *, source: str,
                              at: datetime) -> str:
-        version = policy.version_hash
+        version = self.version_of(policy)
         if version in self._policies:
             return version
         if await session.get(PolicyRow, version) is None:
@@ -164,13 +180,14 @@ class Store:
         submission whose acknowledgement cannot carry it, like a modal's).
         """
         # Validate and route before opening a write transaction: a refusal costs no lock.
-        machine.submit(cmd, request_id=0, policy=policy, policy_version=policy.version_hash)
+        version = self.version_of(policy)
+        machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
         route_policy = policy
         async with self.db.write() as session:
             if advice is None and self.advisor is not None:
                 advice, route_policy = await self._advise(session, cmd, policy)
             planned = machine.submit(cmd, request_id=0, policy=route_policy,
-                                     policy_version=policy.version_hash, advice=advice,
+                                     policy_version=version, advice=advice,
                                      delegations=await self._delegations(session, cmd.at))
             version = await self._ensure_policy(
                 session, policy, source=source or policy.canonical_json(), at=cmd.at)
@@ -185,7 +202,7 @@ class Store:
             await session.flush()
             request = draft.model_copy(update={"id": row.id})
             outcome = Outcome(request, planned.effects, planned.refusal)
-            await self._save(session, 0, outcome, at=cmd.at)
+            await self._save(session, 0, outcome, at=cmd.at, created=True)
             if receipt:
                 self.enqueue(session, request_id=request.id, kind="receipt",
                              payload={"user": request.requester}, at=cmd.at)
@@ -345,97 +362,91 @@ class Store:
     # ------------------------------------------------------------------ persistence
 
     async def _save(self, session: AsyncSession, version: int, outcome: Outcome, *,
-                    at: datetime, changed: bool = True) -> None:
+                    at: datetime, changed: bool = True, created: bool = False) -> None:
+        """Write ``outcome``: the request, its assignments, audit entries, timers and
+        outbox rows, with one statement per table (``created``: the request is new, so
+        it has no assignments to replace)."""
         request = outcome.request
         if changed:
             result = await session.execute(
-                update(RequestRow)
+                update(_table(RequestRow))
                 .where(RequestRow.id == request.id, RequestRow.version == version)
                 .values(status=request.status.value, updated_at=request.updated_at,
                         version=version + 1, doc=request.model_dump_json()))
             if getattr(result, "rowcount", 0) != 1:
                 raise Conflict(request.ref)
-            await self._project_assignments(session, request)
+            await self._project_assignments(session, request, created=created)
         audits = [e for e in outcome.effects if isinstance(e, Audit)]
         if audits:
             await self._append(session, [(request.ref, a.event, a.actor, a.data) for a in audits],
                                at=at)
+        timers: list[dict[str, Any]] = []
+        outbox: list[dict[str, Any]] = []
         for effect in outcome.effects:
-            self._apply_effect(session, request, effect, at=at)
+            if isinstance(effect, SetTimer):
+                timers.append({"request_id": request.id, "step": effect.step,
+                               "kind": effect.kind.value, "due_at": effect.due_at})
+                continue
+            message = _message(effect)
+            if message is not None:
+                outbox.append(_outbox_row(request.id, *message, at=at))
+        # cancelled before the new ones go in: a transition may cancel and set a step's timers
         for effect in outcome.effects:
             if isinstance(effect, CancelTimers):
-                await session.execute(delete(TimerRow).where(
+                await session.execute(delete(_table(TimerRow)).where(
                     TimerRow.request_id == request.id, TimerRow.step == effect.step))
         if changed:  # their App Homes show this request: refresh them after the cards
-            for user in _people(request):
-                self.enqueue(session, request_id=request.id, kind="home",
-                             payload={"user": user}, at=at)
-        await session.flush()
-
-    def _apply_effect(self, session: AsyncSession, request: Request, effect: Effect, *,
-                      at: datetime) -> None:
-        payload: dict[str, Any]
-        if isinstance(effect, SetTimer):
-            session.add(TimerRow(request_id=request.id, step=effect.step,
-                                 kind=effect.kind.value, due_at=effect.due_at))
-            return
-        if isinstance(effect, SendCard):
-            kind, payload = "card", {"step": effect.step, "user": effect.user}
-        elif isinstance(effect, UpdateCards):
-            kind, payload = "update_cards", {"step": effect.step}
-        elif isinstance(effect, Notify):
-            kind, payload = "notify", {"user": effect.user, "notice": effect.notice.value,
-                                       "step": effect.step}
-        elif isinstance(effect, SendReminder):
-            kind, payload = "reminder", {"step": effect.step, "user": effect.user,
-                                         "waited_seconds": effect.waited_seconds}
-        elif isinstance(effect, AskRequester):
-            kind, payload = "ask", {"step": effect.step, "question": effect.question}
-        elif isinstance(effect, DeliverAnswer):
-            kind, payload = "answer", {"step": effect.step, "question": effect.question}
-        else:
-            return  # Audit and CancelTimers are written by _save
-        self.enqueue(session, request_id=request.id, kind=kind, payload=payload, at=at)
+            outbox += [_outbox_row(request.id, "home", {"user": user}, at=at)
+                       for user in _people(request)]
+        if timers:
+            await session.execute(insert(_table(TimerRow)), timers)
+        if outbox:
+            await session.execute(insert(_table(OutboxRow)), outbox)
 
     @staticmethod
     def enqueue(session: AsyncSession, *, request_id: int | None, kind: str,
                 payload: dict[str, Any], at: datetime) -> None:
-        session.add(OutboxRow(request_id=request_id, kind=kind,
-                              payload=json.dumps(payload, sort_keys=True), status="pending",
-                              attempts=0, next_attempt_at=at, created_at=at))
+        session.add(OutboxRow(**_outbox_row(request_id, kind, payload, at=at)))
 
-    async def _project_assignments(self, session: AsyncSession, request: Request) -> None:
-        await session.execute(delete(AssignmentRow).where(AssignmentRow.request_id == request.id))
+    async def _project_assignments(self, session: AsyncSession, request: Request, *,
+                                   created: bool = False) -> None:
+        if not created:
+            await session.execute(delete(_table(AssignmentRow)).where(
+                AssignmentRow.request_id == request.id))
         step = request.current
-        if step is not None:
-            for user in step.assignees:
-                principal = step.principal(user)
-                session.add(AssignmentRow(user_id=user, request_id=request.id, step=step.index,
-                                          since=step.started_at or request.updated_at,
-                                          principal=principal if principal != user else None))
+        if step is None or not step.assignees:
+            return
+        rows = []
+        for user in step.assignees:
+            principal = step.principal(user)
+            rows.append({"user_id": user, "request_id": request.id, "step": step.index,
+                         "since": step.started_at or request.updated_at,
+                         "principal": principal if principal != user else None})
+        await session.execute(insert(_table(AssignmentRow)), rows)
 
     async def _append(self, session: AsyncSession,
                       items: Sequence[tuple[str | None, str, str, dict[str, Any]]], *,
                       at: datetime) -> list[Entry]:
         """Append audit entries, chained to the head; the head row lock serialises writers."""
-        head = (await session.execute(
-            select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()
-        )).scalar_one()
-        seq, prev = head.seq, head.hash
+        head = _table(AuditHeadRow)
+        seq, prev = (await session.execute(
+            select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
+        )).one()
         entries: list[Entry] = []
+        rows: list[dict[str, Any]] = []
         for ref, event, actor, data in items:
             seq += 1
             entry = make_entry(seq=seq, prev_hash=prev, request=ref, event=event, actor=actor,
                                at=at, data=data)
             entries.append(entry)
-            session.add(AuditRow(seq=entry.seq, request=entry.request, event=entry.event,
-                                 actor=entry.actor, at=entry.at,
-                                 data=json.dumps(entry.data, sort_keys=True,
-                                                 ensure_ascii=False),
-                                 prev_hash=entry.prev_hash, hash=entry.hash))
+            rows.append({"seq": entry.seq, "request": entry.request, "event": entry.event,
+                         "actor": entry.actor, "at": entry.at,
+                         "data": json.dumps(entry.data, sort_keys=True, ensure_ascii=False),
+                         "prev_hash": entry.prev_hash, "hash": entry.hash})
             prev = entry.hash
-        await session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1)
-                              .values(seq=seq, hash=prev))
+        if rows:
+            await session.execute(insert(_table(AuditRow)), rows)
+        await session.execute(update(head).where(head.c.id == 1).values(seq=seq, hash=prev))
         return entries
 
     async def record(self, *, request_id: int | None, event: str, actor: str,
@@ -576,6 +587,12 @@ class Store:
             return int((await session.execute(
                 select(func.count()).select_from(AssignmentRow)
                 .where(AssignmentRow.user_id == user))).scalar_one())
+
+    async def count_requests_of(self, user: str) -> int:
+        async with self.db.read() as session:
+            return int((await session.execute(
+                select(func.count()).select_from(RequestRow)
+                .where(RequestRow.requester == user))).scalar_one())
 
     async def requests_of(self, user: str, *, limit: int = 50) -> list[Request]:
         """``user``'s own requests, newest first."""
@@ -727,6 +744,38 @@ class Store:
                 query = query.where(AuditRow.seq <= limit)
             rows = (await session.execute(query)).scalars().all()
         return verify((_entry(r) for r in rows), head=head)
+
+
+def _table(row: type[Base]) -> Table:
+    """The Core table of a mapped class: Core statements skip the ORM's unit of work."""
+    return cast(Table, row.__table__)
+
+
+def _message(effect: Effect) -> tuple[str, dict[str, Any]] | None:
+    """The outbox row (kind, payload) an effect asks for; ``None`` for the others."""
+    if isinstance(effect, SendCard):
+        return "card", {"step": effect.step, "user": effect.user}
+    if isinstance(effect, UpdateCards):
+        return "update_cards", {"step": effect.step}
+    if isinstance(effect, Notify):
+        return "notify", {"user": effect.user, "notice": effect.notice.value,
+                          "step": effect.step}
+    if isinstance(effect, SendReminder):
+        return "reminder", {"step": effect.step, "user": effect.user,
+                            "waited_seconds": effect.waited_seconds}
+    if isinstance(effect, AskRequester):
+        return "ask", {"step": effect.step, "question": effect.question}
+    if isinstance(effect, DeliverAnswer):
+        return "answer", {"step": effect.step, "question": effect.question}
+    return None  # Audit, SetTimer and CancelTimers are written by _save
+
+
+def _outbox_row(request_id: int | None, kind: str, payload: dict[str, Any], *,
+                at: datetime) -> dict[str, Any]:
+    return {"request_id": request_id, "kind": kind,
+            "payload": json.dumps(payload, sort_keys=True), "status": "pending",
+            "attempts": 0, "next_attempt_at": at, "created_at": at, "sent_at": None,
+            "last_error": None}
 
 
 def history_statements(query: HistoryQuery) -> dict[str, Executable]:

@@ -9,7 +9,7 @@ times), so it takes a minute, not a day. Then, on it and on a small database for
 * submissions: ``Store.submit`` one after another (vendor and cost center set, so every
   advisor history query runs), p50 and p99;
 * "waiting for you" for an approver with 10,000 pending steps: the App Home's read
-  (``waiting_for`` with its fetch limit, and the count), p99 of 20;
+  (``waiting_for`` the rows it shows, and the count of all), p99 of 20;
 * the server's memory: ``approvals serve`` on the big database under a short burst.
 """
 
@@ -34,7 +34,7 @@ from bench.harness import (
     policy_yaml,
     purchase_bodies,
 )
-from bot.delivery import HOME_FETCH
+from bot.cards import HOME_WAITING_MAX
 from bot.runtime import TIMER_BATCH
 from flows.advisor import rules_advice
 from flows.machine import Submit
@@ -172,7 +172,7 @@ async def _measure(path: Path, policy: Policy, *, submits: int = 300) -> dict[st
     reads = []
     for _ in range(20):
         t0 = time.perf_counter()
-        waiting = await store.waiting_for(BIG_APPROVER, limit=HOME_FETCH)
+        waiting = await store.waiting_for(BIG_APPROVER, limit=HOME_WAITING_MAX)
         total = await store.count_waiting_for(BIG_APPROVER)
         reads.append((time.perf_counter() - t0) * 1000)
     out["waiting_for_rows"] = len(waiting)

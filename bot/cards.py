@@ -498,18 +498,23 @@ def _more(hidden: int, what: str) -> list[Block]:
 
 
 def home_view(waiting: Sequence[tuple[Request, Step]], mine: Sequence[Request], user_id: str,
-              *, waiting_max: int = HOME_WAITING_MAX,
-              mine_max: int = HOME_MINE_MAX) -> dict[str, Any]:
+              *, waiting_max: int = HOME_WAITING_MAX, mine_max: int = HOME_MINE_MAX,
+              waiting_total: int | None = None, mine_total: int | None = None
+              ) -> dict[str, Any]:
     """The App Home of ``user_id``: what waits for their decision, then their own requests.
 
+    ``waiting_total`` and ``mine_total`` say how many there are in all when the lists given
+    are only the first ones (by default, their lengths).
     At most ``waiting_max`` and ``mine_max`` are shown, each list in the order given, with
     a count of the rest, so the view stays within Slack's 100 blocks.
     """
+    waiting_total = len(waiting) if waiting_total is None else waiting_total
+    mine_total = len(mine) if mine_total is None else mine_total
     blocks: list[Block] = [
         HeaderBlock(text="Purchase approvals"),
         ActionsBlock(elements=[ButtonElement(text="New request", style="primary",
                                              action_id=ActionId.OPEN_REQUEST_MODAL.value)]),
-        HeaderBlock(text=f"Waiting for you ({len(waiting)})"),
+        HeaderBlock(text=f"Waiting for you ({waiting_total})"),
     ]
     if not waiting:
         blocks.append(_section("_Nothing waits for your decision._"))
@@ -520,14 +525,14 @@ def home_view(waiting: Sequence[tuple[Request, Step]], mine: Sequence[Request], 
             f"{' · ' + glance if glance else ''}\n{quote(safe(request.purpose, 300))}"))
         if _can_decide(step, user_id):
             blocks.append(_decision_buttons(request, step))
-    blocks += _more(len(waiting) - waiting_max, "waiting for you")
-    blocks += [DividerBlock(), HeaderBlock(text=f"Your requests ({len(mine)})")]
+    blocks += _more(waiting_total - min(len(waiting), waiting_max), "waiting for you")
+    blocks += [DividerBlock(), HeaderBlock(text=f"Your requests ({mine_total})")]
     if not mine:
         blocks.append(_section("_You have no requests yet. Start one with_ `/purchase`."))
     for request in mine[:mine_max]:
         blocks.append(_section(f"*{request.ref}* · *{_amount(request)}* · {describe(request)}"
                                f"\n{quote(safe(request.purpose, 200))}"))
-    blocks += _more(len(mine) - mine_max, "of your requests")
+    blocks += _more(mine_total - min(len(mine), mine_max), "of your requests")
     result: dict[str, Any] = View(type="home", blocks=blocks[:VIEW_BLOCKS]).to_dict()
     return result
 

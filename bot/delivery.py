@@ -33,7 +33,6 @@ CARD_EVENT = "approval_card"  # message metadata event types of what the bot pos
 NOTICE_EVENT = "approvals_notice"
 BATCH = 50
 CONCURRENCY = 8
-HOME_FETCH = 200  # rows read for one App Home; the view shows fewer and counts the rest
 HOME_REPUBLISH = 3  # publishes of one Home in a row while it keeps changing under us
 # Slack errors that no retry can fix: the row goes to dead letters at once.
 PERMANENT = frozenset({
@@ -301,9 +300,13 @@ class Deliverer:
         log.info("the App Home of %s kept changing; its next refresh shows the rest", user)
 
     async def _home_view(self, user: str) -> dict[str, Any]:
-        waiting = await self.store.waiting_for(user, limit=HOME_FETCH)
-        mine = await self.store.requests_of(user, limit=HOME_FETCH)
-        return cards.home_view(waiting, mine, user)
+        # only the rows the view shows, and counts of the rest: an approver with
+        # thousands waiting costs a few dozen documents, not thousands
+        waiting = await self.store.waiting_for(user, limit=cards.HOME_WAITING_MAX)
+        mine = await self.store.requests_of(user, limit=cards.HOME_MINE_MAX)
+        return cards.home_view(waiting, mine, user,
+                               waiting_total=await self.store.count_waiting_for(user),
+                               mine_total=await self.store.count_requests_of(user))
 
 
 def _retry_after(exc: Exception) -> float | None:

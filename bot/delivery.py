@@ -112,9 +112,8 @@ class Deliverer:
             return True
         card, audit = done
         now = self.clock.now()
-        await self.store.outbox_done(item.id, at=now, card=card, audit=audit)
-        for extra in also or []:
-            await self.store.outbox_done(extra.id, at=now)
+        await self.store.outbox_done(item.id, at=now, card=card, audit=audit,
+                                     also=[extra.id for extra in also or []])
         return True
 
     async def _failed(self, item: OutboxItem, exc: Exception, *,

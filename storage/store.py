@@ -607,7 +607,12 @@ class Store:
 
     async def claim_outbox(self, now: datetime, *, limit: int = 50,
                            lease_seconds: float = 30) -> list[OutboxItem]:
-        """Take up to ``limit`` due messages; others skip them until the lease runs out."""
+        """Take up to ``limit`` due messages; others skip them until the lease runs out.
+
+        Messages to people come first. App Home refreshes fill what room is left, and a
+        person's are claimed all together: one publish, made after they were committed,
+        shows everything each of them was queued for.
+        """
         from datetime import timedelta
 
         earlier = aliased(OutboxRow)
@@ -616,15 +621,27 @@ class Store:
         blocked = (select(earlier.id).where(
             earlier.request_id == OutboxRow.request_id, earlier.status == "pending",
             earlier.kind != "home", earlier.id < OutboxRow.id).exists())
+        due = (OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
         async with self.db.write() as session:
             query = (select(OutboxRow)
-                     .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now,
-                            or_(OutboxRow.kind == "home", OutboxRow.request_id.is_(None),
-                                ~blocked))
+                     .where(*due, OutboxRow.kind != "home",
+                            or_(OutboxRow.request_id.is_(None), ~blocked))
                      .order_by(OutboxRow.id).limit(limit))
             if not self.db.sqlite:
                 query = query.with_for_update(skip_locked=True)
-            rows = (await session.execute(query)).scalars().all()
+            rows = list((await session.execute(query)).scalars().all())
+            if len(rows) < limit:
+                homes = (select(OutboxRow.payload).where(*due, OutboxRow.kind == "home")
+                         .order_by(OutboxRow.id).limit(limit - len(rows)))
+                people = set((await session.execute(homes)).scalars().all())
+                if people:
+                    query = (select(OutboxRow)
+                             .where(*due, OutboxRow.kind == "home",
+                                    OutboxRow.payload.in_(people))
+                             .order_by(OutboxRow.id))
+                    if not self.db.sqlite:
+                        query = query.with_for_update(skip_locked=True)
+                    rows += (await session.execute(query)).scalars().all()
             lease = now + timedelta(seconds=lease_seconds)
             for row in rows:
                 row.attempts += 1
@@ -642,9 +659,16 @@ class Store:
                 next_attempt_at=at, attempts=OutboxRow.attempts - 1))
 
     async def outbox_done(self, item_id: int, *, at: datetime, card: CardRef | None = None,
-                          audit: tuple[str, str, dict[str, Any]] | None = None) -> None:
-        """Mark a message sent, with the card it made and its audit entry, atomically."""
+                          audit: tuple[str, str, dict[str, Any]] | None = None,
+                          also: Sequence[int] = ()) -> None:
+        """Mark a message sent, with the card it made and its audit entry, atomically;
+        ``also``: rows the same delivery satisfied (a person's other Home refreshes)."""
         async with self.db.write() as session:
+            if also:
+                await session.execute(
+                    update(_table(OutboxRow))
+                    .where(OutboxRow.id.in_(also), OutboxRow.status != "sent")
+                    .values(status="sent", sent_at=at, last_error=None))
             row = await session.get(OutboxRow, item_id, with_for_update=True)
             if row is None or row.status == "sent":
                 return

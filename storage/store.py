@@ -483,10 +483,12 @@ class Store:
                     session.add(DelegationRow(delegator=delegator, delegate=delegate,
                                               until=until, created_at=at))
                     await session.flush()
+                    current[delegator] = Delegation(delegate, until)
+                    # requests first, the audit head last: the lock order every decision takes
+                    moved = await self._hand_over_all(session, delegator, current, at=at)
                     await self._append(session, [(None, "delegated", delegator, {
                         "to": delegate, "until": until.isoformat()})], at=at)
-                    current[delegator] = Delegation(delegate, until)
-                    return await self._hand_over_all(session, delegator, current, at=at)
+                    return moved
             except Conflict:
                 continue
         raise RuntimeError("delegation kept conflicting")
@@ -503,9 +505,10 @@ class Store:
                         return None
                     await session.execute(delete(DelegationRow).where(
                         DelegationRow.delegator == delegator))
+                    back = await self._hand_back(session, delegator, current, at=at)
                     await self._append(session, [(None, "delegated", delegator, {
                         "to": None, "ended": True})], at=at)
-                    return await self._hand_back(session, delegator, current, at=at)
+                    return back
             except Conflict:
                 continue
         raise RuntimeError("delegation kept conflicting")

@@ -141,8 +141,7 @@ async def _measure(path: Path, policy: Policy, *, submits: int = 300) -> dict[st
         db0 = sqlite_inline.database_time.seconds
         t0 = time.perf_counter()
         due = await store.due_timers(now, limit=TIMER_BATCH)
-        for timer in due:
-            await store.fire_timer(timer, now=now)
+        await store.fire_timers(due, now=now)
         if not due:
             break
         fired += len(due)

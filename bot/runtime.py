@@ -110,8 +110,7 @@ class Runtime:
             while True:
                 now = self.clock.now()
                 due = await self.store.due_timers(now, limit=TIMER_BATCH)
-                for timer in due:
-                    await self.store.fire_timer(timer, now=now)
+                await self.store.fire_timers(due, now=now)
                 if len(due) < TIMER_BATCH:
                     break
             await self.deliverer.drain()

@@ -59,8 +59,10 @@ def rows(first: dict[str, Any], scaled: dict[str, Any], slow: dict[str, Any]) ->
         ("2. cards posted twice", str(delivery["twice"]), "0", delivery["twice"] == 0),
         ("3. click p99", f"{_fmt(clicks['p99_ms'])} ms ({clicks['clicked']:,} clicks, "
          f"{_fmt(clicks['rps'])}/s)", "<= 60 ms", _le(clicks["p99_ms"], 60)),
-        ("3. next cards delivered", f"{clicks['next_cards']:,}/{clicks['clicked']:,}",
-         "all", clicks["clicked"] > 0 and clicks["next_cards"] == clicks["clicked"]),
+        ("3. next cards delivered", f"{clicks['next_cards']:,}/{clicks['clicked']:,} (last "
+         f"{_fmt(clicks['last_next_after_clicks_s'])} s after the clicks)", "all",
+         clicks["clicked"] > 0 and clicks["next_cards"] == clicks["clicked"]),
+        ("3. next cards posted twice", str(clicks["twice"]), "0", clicks["twice"] == 0),
         ("4. tick DB time per 100 due (1M open)",
          f"{_fmt(tick_big)} ms (wall {_fmt(big['tick_ms_per_100_max'])} ms)", "<= 50 ms",
          _le(tick_big, 50)),

@@ -73,7 +73,9 @@ class Runtime:
                                             timeout=10, retry_handlers=[])
         self.deliverer = Deliverer(store=self.store, client=self.outbox_client,
                                    clock=self.clock,
-                                   lease_seconds=settings.outbox_lease_seconds)
+                                   lease_seconds=settings.outbox_lease_seconds,
+                                   # SQLite is for one process (docs/DEPLOYMENT.md)
+                                   only_publisher=self.db.sqlite)
         self._wake = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
         self._drainer: asyncio.Task[None] | None = None

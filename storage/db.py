@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -99,6 +100,47 @@ def _sqlite_setup(engine: AsyncEngine, *, wal: bool) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+class WriteGate:
+    """A lock with two queues, served in turn while both have waiters.
+
+    An urgent waiter does not wait behind a long queue of ordinary ones (nor they behind
+    it): after an ordinary holder the lock goes to the next urgent waiter, and the other
+    way round. Each queue is first come, first served, and the lock is handed straight to
+    the next waiter on release, so a newcomer never overtakes a queue.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._ordinary: deque[asyncio.Future[None]] = deque()
+        self._urgent_turn = True
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        if not self._held and not self._urgent and not self._ordinary:
+            self._held = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        (self._urgent if urgent else self._ordinary).append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed the lock just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        queues = ((self._urgent, self._ordinary) if self._urgent_turn
+                  else (self._ordinary, self._urgent))
+        for queue in queues:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the lock stays held, by the waiter now
+                    self._urgent_turn = queue is not self._urgent
+                    return
+        self._held = False
+
+
 class Database:
     """The engine and its two kinds of transaction."""
 
@@ -111,22 +153,26 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
                                             autoflush=False)
         # SQLite has one writer at a time. Writers of this process queue here instead of
-        # in SQLite's busy handler, which polls with sleeps of up to 100 ms: under load
-        # that sleeping, not the work, was most of a command's latency. Other processes
-        # (the CLI, a second server) still wait in the busy handler.
-        self._write_gate = asyncio.Lock() if self.sqlite else None
+        # in SQLite's busy handler, which polls with sleeps: under load that sleeping, not
+        # the work, was most of a command's latency. Other connections (the CLI, a second
+        # engine) are waited for by storage.sqlite_inline.
+        self._write_gate = WriteGate() if self.sqlite else None
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
         """One transaction that may change state; commits on success, rolls back on error.
 
+        ``urgent``: on SQLite, queue apart from ordinary writers and take turns with them
+        (the outbox's short bookkeeping, so messages keep flowing behind a queue of
+        commands, and commands behind a busy outbox).
         Raises :class:`Conflict` when PostgreSQL aborted it as a deadlock victim or for a
         serialisation failure: nothing was written, and the caller may run it again.
         """
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if self._write_gate is not None:
-                    await stack.enter_async_context(self._write_gate)
+                    await self._write_gate.acquire(urgent=urgent)
+                    stack.callback(self._write_gate.release)
                 session = await stack.enter_async_context(self._sessions())
                 await stack.enter_async_context(session.begin())
                 yield session

@@ -18,7 +18,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Executable,
+    Row,
+    Select,
+    Table,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -594,19 +605,40 @@ class Store:
             row = await session.get(RequestRow, request_id)
             return Request.model_validate_json(row.doc) if row else None
 
+    async def home(self, user: str, *, waiting: int, mine: int
+                   ) -> tuple[list[tuple[Request, Step]], int, list[Request], int]:
+        """What ``user``'s App Home shows, in one snapshot: the first ``waiting`` steps
+        waiting for them and how many there are, their ``mine`` newest requests and how
+        many there are."""
+        async with self.db.read() as session:
+            rows = (await session.execute(self._waiting_query(user, waiting))).all()
+            waiting_total = int((await session.execute(
+                select(func.count()).select_from(AssignmentRow)
+                .where(AssignmentRow.user_id == user))).scalar_one())
+            docs = (await session.execute(self._mine_query(user, mine))).scalars().all()
+            mine_total = int((await session.execute(
+                select(func.count()).select_from(RequestRow)
+                .where(RequestRow.requester == user))).scalar_one())
+        return (_waiting(rows), waiting_total, [Request.model_validate_json(d) for d in docs],
+                mine_total)
+
+    @staticmethod
+    def _waiting_query(user: str, limit: int) -> Select[str, int]:
+        return (select(RequestRow.doc, AssignmentRow.step)
+                .join(RequestRow, RequestRow.id == AssignmentRow.request_id)
+                .where(AssignmentRow.user_id == user)
+                .order_by(AssignmentRow.since, AssignmentRow.request_id).limit(limit))
+
+    @staticmethod
+    def _mine_query(user: str, limit: int) -> Select[str]:
+        return (select(RequestRow.doc).where(RequestRow.requester == user)
+                .order_by(RequestRow.created_at.desc(), RequestRow.id.desc()).limit(limit))
+
     async def waiting_for(self, user: str, *, limit: int = 50) -> list[tuple[Request, Step]]:
         """Pending steps ``user`` may decide, oldest first."""
         async with self.db.read() as session:
-            rows = (await session.execute(
-                select(RequestRow.doc, AssignmentRow.step)
-                .join(RequestRow, RequestRow.id == AssignmentRow.request_id)
-                .where(AssignmentRow.user_id == user)
-                .order_by(AssignmentRow.since, AssignmentRow.request_id).limit(limit))).all()
-        out: list[tuple[Request, Step]] = []
-        for doc, index in rows:
-            request = Request.model_validate_json(doc)
-            out.append((request, request.steps[index]))
-        return out
+            rows = (await session.execute(self._waiting_query(user, limit))).all()
+        return _waiting(rows)
 
     async def count_waiting_for(self, user: str) -> int:
         async with self.db.read() as session:
@@ -623,10 +655,7 @@ class Store:
     async def requests_of(self, user: str, *, limit: int = 50) -> list[Request]:
         """``user``'s own requests, newest first."""
         async with self.db.read() as session:
-            docs = (await session.execute(
-                select(RequestRow.doc).where(RequestRow.requester == user)
-                .order_by(RequestRow.created_at.desc(), RequestRow.id.desc())
-                .limit(limit))).scalars().all()
+            docs = (await session.execute(self._mine_query(user, limit))).scalars().all()
         return [Request.model_validate_json(doc) for doc in docs]
 
     # ------------------------------------------------------------------ outbox
@@ -648,7 +677,7 @@ class Store:
             earlier.request_id == OutboxRow.request_id, earlier.status == "pending",
             earlier.kind != "home", earlier.id < OutboxRow.id).exists())
         due = (OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
-        async with self.db.write() as session:
+        async with self.db.write(urgent=True) as session:
             query = (select(OutboxRow)
                      .where(*due, OutboxRow.kind != "home",
                             or_(OutboxRow.request_id.is_(None), ~blocked))
@@ -680,7 +709,7 @@ class Store:
         """Give back claimed rows untried (an earlier message of their request failed)."""
         if not item_ids:
             return
-        async with self.db.write() as session:
+        async with self.db.write(urgent=True) as session:
             await session.execute(update(OutboxRow).where(OutboxRow.id.in_(item_ids)).values(
                 next_attempt_at=at, attempts=OutboxRow.attempts - 1))
 
@@ -689,7 +718,7 @@ class Store:
                           also: Sequence[int] = ()) -> None:
         """Mark a message sent, with the card it made and its audit entry, atomically;
         ``also``: rows the same delivery satisfied (a person's other Home refreshes)."""
-        async with self.db.write() as session:
+        async with self.db.write(urgent=True) as session:
             if also:
                 await session.execute(
                     update(_table(OutboxRow))
@@ -708,7 +737,7 @@ class Store:
 
     async def outbox_retry(self, item_id: int, *, error: str, retry_at: datetime,
                            dead: bool = False) -> None:
-        async with self.db.write() as session:
+        async with self.db.write(urgent=True) as session:
             await session.execute(update(OutboxRow).where(OutboxRow.id == item_id).values(
                 status="dead" if dead else "pending", next_attempt_at=retry_at,
                 last_error=error[:2000]))
@@ -794,6 +823,14 @@ class Store:
                 query = query.where(AuditRow.seq <= limit)
             rows = (await session.execute(query)).scalars().all()
         return verify((_entry(r) for r in rows), head=head)
+
+
+def _waiting(rows: Sequence[Row[str, int]]) -> list[tuple[Request, Step]]:
+    out: list[tuple[Request, Step]] = []
+    for doc, index in rows:
+        request = Request.model_validate_json(doc)
+        out.append((request, request.steps[index]))
+    return out
 
 
 def _table(row: type[Base]) -> Table:

@@ -109,6 +109,7 @@ class Runtime:
     async def tick(self) -> None:
         """Fire due timers, then deliver the outbox. Safe to call at any time."""
         try:
+            await self.store.end_expired_delegations(self.clock.now())
             while True:
                 now = self.clock.now()
                 due = await self.store.due_timers(now, limit=TIMER_BATCH)

@@ -527,7 +527,17 @@ class Store:
                 continue
         raise RuntimeError("delegation kept conflicting")
 
-    async def clear_delegation(self, delegator: str, *, at: datetime) -> list[Outcome] | None:
+    async def end_expired_delegations(self, now: datetime) -> int:
+        """Delegations whose window has passed end by themselves: their steps come back."""
+        async with self.db.read() as session:
+            expired = (await session.execute(select(DelegationRow.delegator).where(
+                DelegationRow.until <= now))).scalars().all()
+        for delegator in expired:
+            await self.clear_delegation(delegator, at=now, actor=machine.SYSTEM)
+        return len(expired)
+
+    async def clear_delegation(self, delegator: str, *, at: datetime,
+                               actor: str | None = None) -> list[Outcome] | None:
         """End ``delegator``'s delegation; steps handed over come back. ``None``: there was none."""
         for _ in range(MAX_ATTEMPTS):
             try:
@@ -540,8 +550,8 @@ class Store:
                     await session.execute(delete(DelegationRow).where(
                         DelegationRow.delegator == delegator))
                     back = await self._hand_back(session, delegator, current, at=at)
-                    await self._append(session, [(None, "delegated", delegator, {
-                        "to": None, "ended": True})], at=at)
+                    await self._append(session, [(None, "delegated", actor or delegator, {
+                        "from": delegator, "to": None, "ended": True})], at=at)
                     return back
             except Conflict:
                 continue

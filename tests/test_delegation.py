@@ -188,15 +188,18 @@ async def test_new_steps_go_to_the_delegator_again_when_the_window_ends(
     assert not any("PR-3" in content(m) for m in ws.cards_of("U_CAROL"))
 
 
-async def test_delegate_off_after_the_window_ended_still_hands_steps_back(
+async def test_when_the_window_ends_the_steps_come_back_by_themselves(
         ws: Workspace) -> None:
     await create(ws, "U_ALICE", "$5,000 Laptops for the new hires")
     await delegate(ws, "U_BOB", "U_CAROL", until="2026-11-26")
-    await later(ws, 2 * 24 * HOUR)
-    answer = ack_text(await ws.command("U_BOB", "delegate off"))
-    assert "1 pending step" in answer
+    await later(ws, 40 * HOUR)  # past the window (before escalation): the tick hands it back
     assert decidable(ws.card("U_BOB", "PR-1"))
     assert not has_buttons(ws.card("U_CAROL", "PR-1"))
+    ended = [e for e in [entry async for entry in ws.runtime.store.audit_entries()]
+             if e.event == "delegated" and e.data.get("ended")]
+    assert [(e.actor, e.data["from"]) for e in ended] == [("system", "U_BOB")]
+    answer = ack_text(await ws.command("U_BOB", "delegate off"))
+    assert "no delegation to end" in answer
 
 
 # --------------------------------------------------------------------------- separation of duties

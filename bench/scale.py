@@ -6,7 +6,7 @@ times), so it takes a minute, not a day. Then, on it and on a small database for
 
 * timer ticks: 1,000 timers due at once, fired the way :meth:`bot.runtime.Runtime.tick`
   does (batches of 100); time spent inside SQLite per batch of 100 (and wall time);
-* submissions: ``Store.submit`` one after another (vendor and cost center set, so every
+* submissions: 1,000 ``Store.submit`` one after another (vendor and cost center set, so every
   advisor history query runs), p50 and p99;
 * "waiting for you" for an approver with 10,000 pending steps: the App Home's read
   (``waiting_for`` the rows it shows, and the count of all), p99 of 20;
@@ -129,7 +129,7 @@ def generate(path: Path, template: dict[str, Any], *, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def _measure(path: Path, policy: Policy, *, submits: int = 300) -> dict[str, Any]:
+async def _measure(path: Path, policy: Policy, *, submits: int = 1000) -> dict[str, Any]:
     db = Database(f"sqlite+aiosqlite:///{path}")
     store = Store(db, advisor=rules_advice)
     out: dict[str, Any] = {}

@@ -84,9 +84,8 @@ def _fresh_name() -> str:
     return f"approvals_t_{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database (for tests of PostgreSQL alone: replicas)."""
+def _fresh_pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped after it (or a skip)."""
     reason = pg_unavailable()
     if reason:
         pytest.skip(reason)
@@ -96,6 +95,12 @@ def pg_url() -> Iterator[str]:
         yield pg_database_url(name)
     finally:
         _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (for tests of PostgreSQL alone: replicas)."""
+    yield from _fresh_pg_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -104,15 +109,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'approvals.db'}"
         return
-    reason = pg_unavailable()
-    if reason:
-        pytest.skip(reason)
-    name = _fresh_name()
-    _pg_exec(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_database_url(name)
-    finally:
-        _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _fresh_pg_database()
 
 
 @pytest.fixture

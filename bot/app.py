@@ -229,9 +229,8 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                       client: AsyncWebClient, respond: AsyncRespond) -> None:
         await ack()
         user = body["user"]["id"]
-        value = StepValue.parse(action.get("value"))
+        value = await clicked_step(body, action, client, respond, "approve")
         if value is None:
-            await refuse_unknown(body, client, respond, action.get("value"), "approve")
             return
         try:
             outcome = await store.act(value.request_id,
@@ -250,9 +249,8 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                      client: AsyncWebClient, respond: AsyncRespond) -> None:
         await ack()
         user = body["user"]["id"]
-        value = StepValue.parse(action.get("value"))
+        value = await clicked_step(body, action, client, respond, "reject")
         if value is None:
-            await refuse_unknown(body, client, respond, action.get("value"), "reject")
             return
         try:
             refusal = await store.refuse_unless_decider(
@@ -302,10 +300,9 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                               ask: bool) -> None:
         """Open the question (approver) or answer (requester) modal, if still fitting."""
         user = body["user"]["id"]
-        value = StepValue.parse(action.get("value"))
+        value = await clicked_step(body, action, client, respond,
+                                   "request_info" if ask else "answer_info")
         if value is None:
-            await refuse_unknown(body, client, respond, action.get("value"),
-                                 "request_info" if ask else "answer_info")
             return
         try:
             request = await store.get(value.request_id)
@@ -381,6 +378,15 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         else:
             await ack()
         runtime.wake()
+
+    async def clicked_step(body: dict[str, Any], action: dict[str, Any],
+                           client: AsyncWebClient, respond: AsyncRespond,
+                           name: str) -> StepValue | None:
+        """The step a button names; a forged or garbled value is refused (and audited)."""
+        value = StepValue.parse(action.get("value"))
+        if value is None:
+            await refuse_unknown(body, client, respond, action.get("value"), name)
+        return value
 
     async def refuse_unknown(body: dict[str, Any], client: AsyncWebClient,
                              respond: AsyncRespond, raw: object, action: str) -> None:

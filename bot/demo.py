@@ -79,6 +79,12 @@ class Story:
         self.out("")
         self.out(f"> {self.name(user)} ({ROLES.get(user, 'user')}) {what}")
 
+    async def approves(self, user: str, ref: str, *, later: float = 0) -> None:
+        """``user`` clicks Approve on their card for ``ref``; show what follows."""
+        self.act(user, "clicks Approve", later=later)
+        await self.ws.click(user, self.ws.card(user, ref), ActionId.APPROVE)
+        self.slack()
+
     def show(self, who: str, how: str, lines: list[str]) -> None:
         self.out(f"  [{who} sees, {how}]")
         for line in (part for text in lines for part in text.split("\n")):
@@ -162,12 +168,8 @@ async def run_demo(out: Callable[[str], None] = print) -> None:
                        "broken chairs and desks", "cost_center": "ENG-001"},
             selects={"currency": "EUR"}, private_metadata=RequestModalMetadata().encode())
         story.slack()
-        story.act("U_BOB", "clicks Approve", later=25 * 60)
-        await ws.click("U_BOB", ws.card("U_BOB", "PR-2"), ActionId.APPROVE)
-        story.slack()
-        story.act("U_FIN1", "clicks Approve", later=2 * 3600)
-        await ws.click("U_FIN1", ws.card("U_FIN1", "PR-2"), ActionId.APPROVE)
-        story.slack()
+        await story.approves("U_BOB", "PR-2", later=25 * 60)
+        await story.approves("U_FIN1", "PR-2", later=2 * 3600)
 
         story.scene("3. $120,000 of servers: the Director rejects it, with a reason")
         story.act("U_ALICE", "types: /purchase $120,000 USD Servers for the new data center",
@@ -175,12 +177,8 @@ async def run_demo(out: Callable[[str], None] = print) -> None:
         story.ack("U_ALICE", await ws.command(
             "U_ALICE", "$120,000 USD Servers for the new data center"))
         story.slack()
-        story.act("U_BOB", "clicks Approve", later=40 * 60)
-        await ws.click("U_BOB", ws.card("U_BOB", "PR-3"), ActionId.APPROVE)
-        story.slack()
-        story.act("U_FIN2", "clicks Approve", later=3 * 3600)
-        await ws.click("U_FIN2", ws.card("U_FIN2", "PR-3"), ActionId.APPROVE)
-        story.slack()
+        await story.approves("U_BOB", "PR-3", later=40 * 60)
+        await story.approves("U_FIN2", "PR-3", later=3 * 3600)
         story.act("U_BOB", "clicks Approve on the Director's step (not his to decide)")
         refused = await ws.click_value("U_BOB", ActionId.APPROVE,
                                        _value(ws.card("U_DIR", "PR-3")))

@@ -47,7 +47,6 @@ from bot.runtime import Runtime
 from bot.text import escape
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
 from flows.machine import AnswerInfo, Approve, AskInfo, Cancel, Reject, Submit
-from flows.model import Request
 
 log = logging.getLogger("approvals.slack")
 
@@ -156,7 +155,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                                    await store.waiting_for(user))
         if isinstance(parsed, ShowStatus):
             request = await store.get(parsed.request_id)
-            if request is None or not _may_see(request, user):
+            if request is None or not request.visible_to(user):
                 return f"There is no request PR-{parsed.request_id} that you can see."
             return cards.status_text(request)
         if isinstance(parsed, DelegateTo):
@@ -441,7 +440,3 @@ def _input(view: dict[str, Any], field: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _may_see(request: Request, user: str) -> bool:
-    """The requester and the request's approvers may see it; nobody else."""
-    return user == request.requester or any(
-        user in step.assignees or user == step.decided_by for step in request.steps)

@@ -180,6 +180,11 @@ class Request(_Value):
             text += f" (= {format_money(self.base_amount, self.base_currency)})"
         return text
 
+    def visible_to(self, user: str) -> bool:
+        """The requester and the request's approvers may see it; nobody else."""
+        return user == self.requester or any(
+            user in step.assignees or user == step.decided_by for step in self.steps)
+
     def step(self, index: int) -> Step | None:
         return self.steps[index] if 0 <= index < len(self.steps) else None
 

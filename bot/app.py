@@ -144,12 +144,12 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         if isinstance(parsed, ShowHelp):
             return help_text()
         if isinstance(parsed, CreateRequest):
-            created = await store.submit(Submit(
+            received = await store.receive(Submit(
                 requester=user, amount=parsed.amount,
                 currency=parsed.currency or runtime.policy.currency, purpose=parsed.purpose,
                 at=clock.now()), policy=runtime.policy, source=runtime.policy_source)
-            runtime.submitted(created)
-            return cards.submitted_text(created.request)
+            runtime.received(received)
+            return cards.submitted_text(received.request)
         if isinstance(parsed, ListRequests):
             return cards.list_text(await store.requests_of(user),
                                    await store.waiting_for(user))
@@ -203,7 +203,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             await ack(response_action="errors", errors=form)
             return
         try:
-            created = await asyncio.wait_for(store.submit(Submit(
+            received = await asyncio.wait_for(store.receive(Submit(
                 requester=user, amount=form.amount, currency=form.currency, vendor=form.vendor,
                 purpose=form.purpose, cost_center=form.cost_center, at=clock.now()),
                 policy=runtime.policy, source=runtime.policy_source, receipt=True),
@@ -219,7 +219,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                       errors={InputId.PURPOSE.value: user_message(exc)})
             return
         await ack()
-        runtime.submitted(created)
+        runtime.received(received)
 
     # ------------------------------------------------------------------ decisions
 

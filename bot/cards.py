@@ -550,6 +550,12 @@ def submitted_text(request: Request) -> str:
     return clip(f"{head}\n{describe(request)}", SECTION_TEXT)
 
 
+def intake_failed_text(ref: str, reason: str) -> str:
+    """A DM: an acknowledged submission could not become a request after all."""
+    return (f"Sorry: *{escape(ref)}* could not be created ({safe(reason, 300)}), so nobody "
+            "was asked to approve it. Please submit it again.")
+
+
 def _route(request: Request) -> str:
     marks = {StepStatus.WAITING: "·", StepStatus.PENDING: "⏳", StepStatus.APPROVED: "✅",
              StepStatus.REJECTED: "❌", StepStatus.CANCELLED: "🚫"}

@@ -366,6 +366,31 @@ def serve(port: int, host: str, policy_file: str | None, socket: bool) -> None:
 
 
 @cli.command()
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
+              help="Policy file (default: APPROVALS_POLICY, else ./policy.yml).")
+def worker(policy_file: str | None) -> None:
+    """Run the background work only (new requests, timers, delivery); `serve` starts
+    one by itself. Stops at the end of its standard input."""
+    from bot.runtime import Runtime
+    from bot.worker import run_worker
+    from flows.errors import PolicyError
+
+    settings = _settings()
+    if not settings.slack_bot_token:
+        raise ConfigError("SLACK_BOT_TOKEN is not set: give the bot token (xoxb-...)")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        runtime = Runtime.from_settings(
+            settings, policy_path=Path(policy_file) if policy_file else None)
+    except PolicyError as exc:
+        raise ConfigError(f"APPROVALS_POLICY: {exc}") from None
+    runtime.deliverer.only_publisher = False  # the server publishes App Homes too
+    _run(run_worker(runtime))
+
+
+@cli.command()
 def demo() -> None:
     """Play the whole flow offline: a local Slack stand-in, a temporary database."""
     from bot.demo import run_demo

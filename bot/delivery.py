@@ -156,6 +156,10 @@ class Deliverer:
         if item.kind == "home":
             await self.publish_home(str(payload["user"]))
             return None, None
+        if item.kind == "intake_failed":  # acknowledged, but it never became a request
+            await self._post(item, user=str(payload["user"]), kwargs={
+                "text": cards.intake_failed_text(str(payload["ref"]), str(payload["reason"]))})
+            return None, None
         request = await self.store.get(item.request_id) if item.request_id else None
         if request is None:
             raise Permanent(f"request {item.request_id} is gone")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -35,7 +36,7 @@ from flows.model import Request, RequestStatus
 from flows.policy import Policy, load_policy
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
-from storage.store import Store
+from storage.store import Received, Store
 
 log = logging.getLogger("approvals.runtime")
 
@@ -55,10 +56,12 @@ class Runtime:
         """``llm``: the LLM advisor; by default the one ``OPENAI_API_KEY`` enables, if any."""
         self.settings = settings
         self.policy = policy
+        self.policy_path: Path | None = None  # where the policy was read from, if a file
         self.policy_source = policy_source
         self.clock: Clock = clock or SystemClock()
         self.db = db or Database(settings.database_url)
-        self.store = Store(self.db, advisor=rules_advice)
+        self.store = Store(self.db, advisor=rules_advice,
+                           home_delay=settings.home_refresh_seconds)
         self.llm = llm if llm is not None else LlmAdvisor.from_settings(settings)
         self._advising: set[asyncio.Task[None]] = set()
         token = settings.slack_bot_token
@@ -77,6 +80,8 @@ class Runtime:
                                    # SQLite is for one process (docs/DEPLOYMENT.md)
                                    only_publisher=self.db.sqlite)
         self._wake = asyncio.Event()
+        # set when background work runs in another process (bot.worker): wakes it
+        self.notify: Callable[[], None] | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._prepared = False
@@ -86,8 +91,10 @@ class Runtime:
                       clock: Clock | None = None) -> Runtime:
         path = policy_path or settings.policy_path
         policy = load_policy(path)
-        return cls(settings=settings, policy=policy,
-                   policy_source=Path(path).read_text(encoding="utf-8"), clock=clock)
+        runtime = cls(settings=settings, policy=policy,
+                      policy_source=Path(path).read_text(encoding="utf-8"), clock=clock)
+        runtime.policy_path = Path(path)
+        return runtime
 
     async def prepare(self) -> None:
         """Bring the schema up to date (SQLite) or check it (PostgreSQL); keep the policy."""
@@ -107,21 +114,52 @@ class Runtime:
     # ------------------------------------------------------------------ background work
 
     async def tick(self) -> None:
-        """Fire due timers, then deliver the outbox. Safe to call at any time."""
-        try:
-            await self.store.end_expired_delegations(self.clock.now())
-            while True:
-                now = self.clock.now()
-                due = await self.store.due_timers(now, limit=TIMER_BATCH)
-                await self.store.fire_timers(due, now=now)
-                if len(due) < TIMER_BATCH:
-                    break
+        """New requests, due timers, then the outbox, all of it. Safe to call at any time."""
+        async def everything() -> None:
+            await self.process_intake()
+            await self._fire_due()
             await self.deliverer.drain()
+
+        await self._logged(everything())
+
+    async def _fire_due(self) -> None:
+        await self.store.end_expired_delegations(self.clock.now())
+        while True:
+            now = self.clock.now()
+            due = await self.store.due_timers(now, limit=TIMER_BATCH)
+            await self.store.fire_timers(due, now=now)
+            if len(due) < TIMER_BATCH:
+                return
+
+    @staticmethod
+    async def _logged(work: Awaitable[None]) -> None:
+        """Run ``work``; an outage is one line, anything else a logged traceback."""
+        try:
+            await work
         except DATABASE_DOWN as exc:
             log.warning("tick: the database is not answering (%s); trying again in a second",
                         _one_line(exc))
         except Exception:
             log.exception("tick failed; trying again on the next one")
+
+    async def process_intake(self) -> int:
+        """Create every request waiting in the intake; how many were created."""
+        created = 0
+        while True:
+            outcomes = await self.store.process_intake(self.clock.now())
+            for outcome in outcomes:
+                self.submitted(outcome)
+            created += len(outcomes)
+            if not outcomes:
+                return created
+            await asyncio.sleep(0)  # acknowledgements waiting on this loop go first
+
+    def received(self, received: Received) -> None:
+        """A submission was accepted: create it now (queued) or follow up on it (created)."""
+        if received.outcome is not None:
+            self.submitted(received.outcome)
+        else:
+            self.wake()
 
     def submitted(self, outcome: Outcome) -> None:
         """A request was just created: deliver its messages now, and let slower work
@@ -162,23 +200,39 @@ class Runtime:
             await asyncio.gather(*self._advising, return_exceptions=True)
 
     def wake(self) -> None:
-        """Deliver the outbox now (after a listener's commit)."""
+        """Deliver the outbox now (after a listener's commit), here or in the worker."""
         self._wake.set()
+        if self.notify is not None:
+            self.notify()
 
     async def _drain_loop(self) -> None:
+        """New requests, then the outbox, a batch of each in turn while either has work;
+        then wait for :meth:`wake` (a commit here or in the server) or the next tick."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.deliverer.drain()
+                while True:
+                    outcomes = await self.store.process_intake(self.clock.now())
+                    for outcome in outcomes:
+                        self.submitted(outcome)
+                    sent = await self.deliverer.drain(max_rounds=1)
+                    if not outcomes and not sent:
+                        break
+                    await asyncio.sleep(0)
             except DATABASE_DOWN as exc:
-                log.warning("delivery: the database is not answering (%s)", _one_line(exc))
+                log.warning("background: the database is not answering (%s)", _one_line(exc))
             except Exception:
-                log.exception("delivery failed; the next tick retries")
+                log.exception("background work failed; the next tick retries")
+
+    async def _timers(self) -> None:
+        """Once a second: end delegations that ran out, fire due timers, deliver."""
+        await self._logged(self._fire_due())
+        self._wake.set()
 
     async def start_background(self) -> None:
         scheduler = AsyncIOScheduler(timezone="UTC")
-        scheduler.add_job(self.tick, "interval", seconds=1, max_instances=1, coalesce=True,
+        scheduler.add_job(self._timers, "interval", seconds=1, max_instances=1, coalesce=True,
                           misfire_grace_time=5, id="tick")
         scheduler.start()
         self._scheduler = scheduler

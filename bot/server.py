@@ -16,12 +16,18 @@ from starlette.routing import Route
 from bot.app import build_app
 from bot.ids import EVENTS_PATH
 from bot.runtime import Runtime
+from bot.worker import WorkerProcess
 
 log = logging.getLogger("approvals.server")
 
 
-def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True) -> Starlette:
-    """The ASGI app: Slack's endpoint and the health check, with the runtime's lifespan."""
+def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True,
+               worker: WorkerProcess | None = None) -> Starlette:
+    """The ASGI app: Slack's endpoint and the health check, with the runtime's lifespan.
+
+    The background work (new requests, timers, delivery) runs in ``worker``'s process when
+    one is given, else in this one when ``background``, else not at all (tests drive it).
+    """
     handler = AsyncSlackRequestHandler(app)
 
     async def events(request: Request) -> Response:
@@ -36,11 +42,17 @@ def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True) -> S
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await runtime.prepare()  # idempotent: serve_http has usually done it already
-        if background:
+        if worker is not None:
+            await worker.start()
+            runtime.notify = worker.wake
+        elif background:
             await runtime.start_background()
         try:
             yield
         finally:
+            runtime.notify = None
+            if worker is not None:
+                await worker.stop()
             await runtime.close()
 
     return Starlette(routes=[Route(EVENTS_PATH, events, methods=["POST"]),
@@ -52,7 +64,12 @@ async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
     import uvicorn
 
     await runtime.prepare()  # a schema or database problem stops start-up with one line
-    asgi = build_asgi(runtime, build_app(runtime))
+    worker = None
+    if runtime.settings.worker == "process" and runtime.policy_path is not None:
+        worker = WorkerProcess(policy_path=runtime.policy_path)
+        # Homes are published by both processes: each publish checks it was the latest
+        runtime.deliverer.only_publisher = False
+    asgi = build_asgi(runtime, build_app(runtime), worker=worker)
     config = uvicorn.Config(asgi, host=host, port=port, log_level="info", access_log=False,
                             lifespan="on")
     await uvicorn.Server(config).serve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,13 @@ class Settings(BaseSettings):
     ai_model: str = Field(default=DEFAULT_AI_MODEL, alias="APPROVALS_AI_MODEL")
     # How long a claimed outbox row stays with the worker that claimed it: after a crash,
     # its messages are retried once this has passed. Longer than one Slack call may take.
+    # HTTP mode: "process" runs timers, new requests and delivery in a child process, so
+    # acknowledgements never wait behind them; "inline" keeps everything in one process.
+    worker: Literal["process", "inline"] = Field(default="process", alias="APPROVALS_WORKER")
+    # An App Home refresh waits this long, so a busy person's Home is published once for
+    # all the changes in that time rather than once per change.
+    home_refresh_seconds: float = Field(default=2.0, ge=0, le=60,
+                                        alias="APPROVALS_HOME_REFRESH_SECONDS")
     outbox_lease_seconds: float = Field(default=30.0, gt=0, le=3600,
                                         alias="APPROVALS_OUTBOX_LEASE_SECONDS")
 

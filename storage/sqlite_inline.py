@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
+# longest pause between tries: the server and its worker hand the lock back and forth
+MAX_PAUSE = 0.004
 
 
 class _Clock:
@@ -57,7 +59,7 @@ async def _patiently(call: Callable[[], Any]) -> Any:
             if now >= deadline:
                 raise
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, MAX_PAUSE)
         finally:
             database_time.seconds += time.perf_counter() - started
 

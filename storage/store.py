@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -41,6 +41,7 @@ from flows import machine
 from flows.advisor import Advisor, Draft, History, HistoryQuery, Opinion, Past
 from flows.audit import Break, Entry, make_entry, verify
 from flows.delegation import Delegation, check, resolve
+from flows.errors import RequestInvalid, Unroutable
 from flows.machine import (
     AskRequester,
     Audit,
@@ -71,6 +72,7 @@ from storage.tables import (
     Base,
     CardRow,
     DelegationRow,
+    IntakeRow,
     OutboxRow,
     PolicyRow,
     RequestRow,
@@ -81,7 +83,19 @@ from storage.tables import (
 MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
+INTAKE_BATCH = 8  # submissions created per transaction (SQLite): short write locks
+INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
 log = logging.getLogger("approvals.store")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A submission accepted by :meth:`Store.receive`: its request as planned (``queued``)
+    or as created (``outcome``), numbered either way."""
+
+    request: Request
+    queued: bool
+    outcome: Outcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +133,15 @@ def _cents(amount: Decimal) -> int:
 class Store:
     """Requests, timers, outbox, cards and the audit trail, over one :class:`Database`."""
 
-    def __init__(self, db: Database, *, advisor: Advisor | None = None) -> None:
+    def __init__(self, db: Database, *, advisor: Advisor | None = None,
+                 home_delay: float = 0.0) -> None:
         """``advisor`` annotates every new request from its history, in the submit
-        transaction (:func:`flows.advisor.rules_advice` in production); ``None``: no advice."""
+        transaction (:func:`flows.advisor.rules_advice` in production); ``None``: no advice.
+        ``home_delay``: seconds an App Home refresh waits, so a busy person's are published
+        once for many changes."""
         self.db = db
         self.advisor = advisor
+        self.home_delay = home_delay
         self._policies: dict[str, Policy] = {}
         # id(policy) -> (policy, its version hash). Hashing means serialising the whole
         # policy (a fraction of a millisecond); the same frozen object hashes the same, and
@@ -150,13 +168,15 @@ class Store:
             await self._ensure_policy(session, policy, source=source, at=at)
         return version
 
-    async def _ensure_policy(self, session: AsyncSession, policy: Policy, *, source: str,
-                             at: datetime) -> str:
+    async def _ensure_policy(self, session: AsyncSession, policy: Policy, *,
+                             source: str | None, at: datetime) -> str:
+        """Store ``policy`` unless known (``source``: its YAML; default its JSON)."""
         version = self.version_of(policy)
         if version in self._policies:
             return version
         if await session.get(PolicyRow, version) is None:
-            session.add(PolicyRow(hash=version, body=policy.canonical_json(), source=source,
+            body = policy.canonical_json()
+            session.add(PolicyRow(hash=version, body=body, source=source or body,
                                   created_at=at))
             await session.flush()
         self._policies[version] = policy
@@ -193,31 +213,166 @@ class Store:
         # Validate and route before opening a write transaction: a refusal costs no lock.
         version = self.version_of(policy)
         machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
-        route_policy = policy
         async with self.db.write() as session:
-            if advice is None and self.advisor is not None:
-                advice, route_policy = await self._advise(session, cmd, policy)
-            planned = machine.submit(cmd, request_id=0, policy=route_policy,
-                                     policy_version=version, advice=advice,
-                                     delegations=await self._delegations(session, cmd.at))
-            version = await self._ensure_policy(
-                session, policy, source=source or policy.canonical_json(), at=cmd.at)
-            draft = planned.request
-            row = RequestRow(
-                requester=draft.requester, status=draft.status.value, vendor=draft.vendor,
-                vendor_key=vendor_key(draft.vendor), cost_center=draft.cost_center,
-                currency=draft.currency, base_amount_cents=_cents(draft.base_amount),
-                policy_hash=version, created_at=cmd.at, updated_at=cmd.at, version=0,
-                doc="{}")
-            session.add(row)
-            await session.flush()
-            request = draft.model_copy(update={"id": row.id})
-            outcome = Outcome(request, planned.effects, planned.refusal)
-            await self._save(session, 0, outcome, at=cmd.at, created=True)
-            if receipt:
-                self.enqueue(session, request_id=request.id, kind="receipt",
-                             payload={"user": request.requester}, at=cmd.at)
+            request_id = await self._allocate(session)
+            return await self._create(session, cmd, policy=policy, request_id=request_id,
+                                      advice=advice, source=source, receipt=receipt)
+
+    async def _allocate(self, session: AsyncSession) -> int:
+        """A new request number from the intake's sequence (never reused)."""
+        table = _table(IntakeRow)
+        at = datetime.now(UTC)
+        number = (await session.execute(
+            insert(table).values(requester="", payload="", received_at=at, attempts=0,
+                                 next_attempt_at=at).returning(table.c.id))).scalar_one()
+        await session.execute(delete(table).where(table.c.id == number))
+        return int(number)
+
+    async def _create(self, session: AsyncSession, cmd: Submit, *, policy: Policy,
+                      request_id: int, advice: Advice | None = None,
+                      source: str | None = None, receipt: bool = False) -> Outcome:
+        """Advise, route and write request ``request_id`` inside ``session``."""
+        version = self.version_of(policy)
+        route_policy = policy
+        if advice is None and self.advisor is not None:
+            advice, route_policy = await self._advise(session, cmd, policy)
+        planned = machine.submit(cmd, request_id=request_id, policy=route_policy,
+                                 policy_version=version, advice=advice,
+                                 delegations=await self._delegations(session, cmd.at))
+        version = await self._ensure_policy(session, policy, source=source, at=cmd.at)
+        request = planned.request
+        await session.execute(insert(_table(RequestRow)).values(
+            id=request.id, requester=request.requester, status=request.status.value,
+            vendor=request.vendor, vendor_key=vendor_key(request.vendor),
+            cost_center=request.cost_center, currency=request.currency,
+            base_amount_cents=_cents(request.base_amount), policy_hash=version,
+            created_at=cmd.at, updated_at=cmd.at, version=0, doc="{}"))
+        outcome = Outcome(request, planned.effects, planned.refusal)
+        await self._save(session, 0, outcome, at=cmd.at, created=True)
+        if receipt:
+            self.enqueue(session, request_id=request.id, kind="receipt",
+                         payload={"user": request.requester}, at=cmd.at)
         return outcome
+
+    # ------------------------------------------------------------------ the intake
+
+    async def receive(self, cmd: Submit, *, policy: Policy, source: str | None = None,
+                      receipt: bool = False) -> Received:
+        """Accept ``cmd`` with one small write, so its acknowledgement can go out at once.
+
+        The command is validated and routed here (pure; raises ``RequestInvalid`` or
+        ``Unroutable`` with nothing stored). A request that waits for a person is recorded
+        in the intake under its new number and returned as *planned* (``queued``): the
+        advisor's checks, the audit trail, timers and cards follow in
+        :meth:`process_intake`. One that nobody needs to see (approved automatically, or no
+        level applies) is created at once, as :meth:`submit` does, since only the advisor
+        can stop it from passing unseen.
+        """
+        version = self.version_of(policy)
+        machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
+        async with self.db.write(urgent=True) as session:
+            delegations = await self._delegations(session, cmd.at)
+            draft = machine.submit(cmd, request_id=0, policy=policy, policy_version=version,
+                                   delegations=delegations)
+            if draft.request.status is not RequestStatus.PENDING:
+                request_id = await self._allocate(session)
+                created = await self._create(session, cmd, policy=policy,
+                                             request_id=request_id, source=source,
+                                             receipt=receipt)
+                return Received(created.request, queued=False, outcome=created)
+            await self._ensure_policy(session, policy, source=source, at=cmd.at)
+            table = _table(IntakeRow)
+            payload = json.dumps({"command": cmd.model_dump(mode="json"), "policy": version,
+                                  "receipt": receipt})
+            number = (await session.execute(
+                insert(table).values(requester=cmd.requester, payload=payload,
+                                     received_at=cmd.at, attempts=0, next_attempt_at=cmd.at)
+                .returning(table.c.id))).scalar_one()
+        request = draft.request.model_copy(update={"id": int(number)})
+        return Received(request, queued=True)
+
+    async def intake_waiting(self) -> int:
+        async with self.db.read() as session:
+            return int((await session.execute(
+                select(func.count()).select_from(_table(IntakeRow)))).scalar_one())
+
+    async def process_intake(self, now: datetime, *, limit: int = INTAKE_BATCH
+                             ) -> list[Outcome]:
+        """Create the requests waiting in the intake, oldest first: up to ``limit`` in one
+        transaction on SQLite (one commit for all), one per transaction on PostgreSQL
+        (replicas take different rows, ``SKIP LOCKED``, and never hold many locks).
+
+        A row that fails is retried alone, with a back-off; one that cannot become a
+        request (or still fails after :data:`INTAKE_ATTEMPTS`) is removed and its
+        requester is told by DM that nothing was created.
+        """
+        batch = limit if self.db.sqlite else 1
+        try:
+            async with self.db.write() as session:
+                rows = await self._due_intake(session, now, batch)
+                outcomes = [await self._process(session, row) for row in rows]
+            return outcomes
+        except Conflict:
+            return []
+        except Exception as exc:
+            if _database_down(exc):
+                raise
+            if batch == 1:
+                return await self._intake_failed(now, exc)
+        # one of the batch failed: each row on its own, so the others are not held up
+        outcomes = []
+        async with self.db.read() as session:
+            ids = [r.id for r in await self._due_intake(session, now, batch, lock=False)]
+        for number in ids:
+            try:
+                async with self.db.write() as session:
+                    row = await session.get(IntakeRow, number)
+                    if row is not None:
+                        outcomes.append(await self._process(session, row))
+            except Exception as exc:
+                if _database_down(exc):
+                    raise
+                await self._intake_failed(now, exc, number=number)
+        return outcomes
+
+    async def _due_intake(self, session: AsyncSession, now: datetime, limit: int, *,
+                          lock: bool = True) -> list[IntakeRow]:
+        query = (select(IntakeRow).where(IntakeRow.next_attempt_at <= now)
+                 .order_by(IntakeRow.id).limit(limit))
+        if lock and not self.db.sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return list((await session.execute(query)).scalars().all())
+
+    async def _process(self, session: AsyncSession, row: IntakeRow) -> Outcome:
+        data = json.loads(row.payload)
+        cmd = Submit.model_validate(data["command"])
+        policy = await self._load_policy(session, data["policy"])
+        outcome = await self._create(session, cmd, policy=policy, request_id=row.id,
+                                     receipt=bool(data.get("receipt")))
+        await session.delete(row)
+        return outcome
+
+    async def _intake_failed(self, now: datetime, exc: Exception, *,
+                             number: int | None = None) -> list[Outcome]:
+        """Back off, or give up on the row and tell its requester."""
+        log.exception("could not create a request from the intake")
+        async with self.db.write() as session:
+            row = (await session.get(IntakeRow, number) if number is not None
+                   else next(iter(await self._due_intake(session, now, 1)), None))
+            if row is None:
+                return []
+            row.attempts += 1
+            row.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            final = isinstance(exc, RequestInvalid | Unroutable)
+            if not final and row.attempts < INTAKE_ATTEMPTS:
+                row.next_attempt_at = now + timedelta(seconds=2 ** row.attempts)
+                return []
+            await session.delete(row)
+            reason = str(exc) if final else "it could not be recorded"
+            self.enqueue(session, request_id=None, kind="intake_failed",
+                         payload={"user": row.requester, "ref": f"PR-{row.id}",
+                                  "reason": reason}, at=now)
+        return []
 
     async def _advise(self, session: AsyncSession, cmd: Submit,
                       policy: Policy) -> tuple[Advice, Policy]:
@@ -430,7 +585,9 @@ class Store:
                 await session.execute(delete(_table(TimerRow)).where(
                     TimerRow.request_id == request.id, TimerRow.step == effect.step))
         if changed:  # their App Homes show this request: refresh them after the cards
-            outbox += [_outbox_row(request.id, "home", {"user": user}, at=at)
+            # A person's refreshes queued within home_delay are published once, together.
+            due = at + timedelta(seconds=self.home_delay)
+            outbox += [_outbox_row(request.id, "home", {"user": user}, at=at, due=due)
                        for user in _people(request)]
         if timers:
             await session.execute(insert(_table(TimerRow)), timers)
@@ -835,6 +992,11 @@ class Store:
         return verify((_entry(r) for r in rows), head=head)
 
 
+def _database_down(exc: BaseException) -> bool:
+    """Not the submission's fault: the database did not answer (the tick tries again)."""
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+
+
 def _waiting(rows: Sequence[Row[str, int]]) -> list[tuple[Request, Step]]:
     out: list[tuple[Request, Step]] = []
     for doc, index in rows:
@@ -868,10 +1030,10 @@ def _message(effect: Effect) -> tuple[str, dict[str, Any]] | None:
 
 
 def _outbox_row(request_id: int | None, kind: str, payload: dict[str, Any], *,
-                at: datetime) -> dict[str, Any]:
+                at: datetime, due: datetime | None = None) -> dict[str, Any]:
     return {"request_id": request_id, "kind": kind,
             "payload": json.dumps(payload, sort_keys=True), "status": "pending",
-            "attempts": 0, "next_attempt_at": at, "created_at": at, "sent_at": None,
+            "attempts": 0, "next_attempt_at": due or at, "created_at": at, "sent_at": None,
             "last_error": None}
 
 

@@ -168,3 +168,25 @@ class DelegationRow(Base):
     delegate: Mapped[str] = mapped_column(String(64))
     until: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IntakeRow(Base):
+    """Submissions acknowledged but not yet processed, each the moment it was accepted.
+
+    Its id is the request's number: the acknowledgement tells ``PR-<id>`` at once and the
+    request is created later under that id, in the same transaction that deletes the row.
+    Every request number is drawn from this table's sequence (ids are never reused).
+    """
+
+    __tablename__ = "intake"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    requester: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # the Submit command, policy version, receipt
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_intake_due", "next_attempt_at", "id"),
+                      {"sqlite_autoincrement": True})

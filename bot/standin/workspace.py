@@ -43,8 +43,11 @@ class Workspace:
 
     def __init__(self, *, policy_text: str, database_url: str | None = None,
                  clock: FakeClock | None = None, slack: FakeSlack | None = None,
-                 process_before_response: bool = True, llm: LlmAdvisor | None = None) -> None:
+                 process_before_response: bool = True, llm: LlmAdvisor | None = None,
+                 home_refresh: float = 0.0) -> None:
+        """``home_refresh``: seconds an App Home refresh waits (0: on the next settle)."""
         self.policy_text = policy_text
+        self.home_refresh = home_refresh
         self.llm = llm  # the LLM advisor; never the real one from OPENAI_API_KEY
         self.clock = clock or FakeClock()
         self.secret = secrets.token_hex(16)
@@ -71,6 +74,7 @@ class Workspace:
                             SLACK_SIGNING_SECRET=self.secret,
                             SLACK_API_URL=self.slack.base_url,
                             DATABASE_URL=self._database_url, OPENAI_API_KEY=None,
+                            APPROVALS_HOME_REFRESH_SECONDS=self.home_refresh,
                             _env_file=None)
         self.runtime = Runtime(settings=settings, policy=parse_policy(self.policy_text),
                                policy_source=self.policy_text, clock=self.clock, llm=self.llm)

@@ -1,0 +1,125 @@
+"""The background worker: new requests, timers and delivery, in a process of its own.
+
+``approvals serve`` (HTTP mode, ``APPROVALS_WORKER=process``, the default) starts
+``approvals worker`` as a child process. The server then only answers Slack: it records a
+submission in the intake, or a decision, and acknowledges; the worker creates the requests
+(advisor, audit trail, timers), fires timers and delivers the outbox, on the other core.
+The server wakes the worker after each commit by writing a byte to its stdin, so nothing
+waits for the next tick. When the server goes away, for any reason, the worker reads the
+end of its stdin and stops; if the worker dies, the server starts a new one. Work is never
+lost in between: it is all in the database (intake, timers, outbox), claimed in
+transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from bot.runtime import Runtime
+
+log = logging.getLogger("approvals.worker")
+
+RESTART_AFTER = 1.0  # seconds before a worker that died is started again
+STOP_WITHIN = 10.0  # seconds a worker has to finish its step when the server stops
+
+
+class WorkerProcess:
+    """The server's handle on its worker: start, wake, restart when it dies, stop."""
+
+    def __init__(self, *, policy_path: Path) -> None:
+        self.policy_path = policy_path
+        self.process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._woken = False
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "bot", "worker", "--policy", str(self.policy_path)]
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="worker-supervisor")
+
+    async def _spawn(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, env=os.environ.copy(),
+            start_new_session=True)  # a Ctrl-C at the terminal reaches it through us
+        log.info("worker started (pid %s)", self.process.pid)
+        self.wake()  # whatever is waiting already
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            assert self.process is not None
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            log.error("the worker stopped (exit code %s); starting a new one", code)
+            await asyncio.sleep(RESTART_AFTER)
+            if not self._stopping:
+                await self._spawn()
+
+    def wake(self) -> None:
+        """Ask the worker to look for work now; calls within one loop turn coalesce."""
+        if self._woken or self.process is None or self.process.stdin is None:
+            return
+        self._woken = True
+        # if it is being restarted, the new one looks at everything when it starts
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            self.process.stdin.write(b"w")
+        asyncio.get_running_loop().call_soon(self._rearm)
+
+    def _rearm(self) -> None:
+        self._woken = False
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()  # end of input: finish the step under way and stop
+        try:
+            await asyncio.wait_for(process.wait(), STOP_WITHIN)
+        except TimeoutError:
+            log.warning("the worker did not stop within %s s; killing it", STOP_WITHIN)
+            process.kill()
+            await process.wait()
+
+
+async def run_worker(runtime: Runtime) -> None:
+    """Work until stdin ends (the server is gone) or SIGTERM/SIGINT; each byte wakes us."""
+    await runtime.prepare()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def read_wakes() -> None:
+        while await reader.read(4096):
+            runtime.wake()
+        stop.set()
+
+    await runtime.start_background()
+    reading = asyncio.create_task(read_wakes(), name="worker-wakes")
+    try:
+        await stop.wait()
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        transport.close()
+        await runtime.close()

@@ -67,13 +67,15 @@ class Deliverer:
         self._lock = asyncio.Lock()
         self._dm_channels: dict[str, str] = {}
 
-    async def drain(self, *, max_rounds: int = 100) -> int:
-        """Deliver every due row; returns how many were handled."""
+    async def drain(self, *, max_rounds: int = 100, homes: bool = True) -> int:
+        """Deliver every due row (App Home refreshes only if ``homes``); returns how many
+        were handled."""
         handled = 0
         async with self._lock:
             for _ in range(max_rounds):
                 items = await self.store.claim_outbox(self.clock.now(), limit=BATCH,
-                                                      lease_seconds=self.lease_seconds)
+                                                      lease_seconds=self.lease_seconds,
+                                                      homes=homes)
                 if not items:
                     break
                 handled += len(items)

@@ -216,7 +216,8 @@ class Runtime:
                     outcomes = await self.store.process_intake(self.clock.now())
                     for outcome in outcomes:
                         self.submitted(outcome)
-                    sent = await self.deliverer.drain(max_rounds=1)
+                    # App Homes wait while new requests do: cards and notices first
+                    sent = await self.deliverer.drain(max_rounds=1, homes=not outcomes)
                     if not outcomes and not sent:
                         break
                     await asyncio.sleep(0)

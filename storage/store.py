@@ -307,9 +307,11 @@ class Store:
         requester is told by DM that nothing was created.
         """
         batch = limit if self.db.sqlite else 1
+        taken = 0
         try:
             async with self.db.write() as session:
                 rows = await self._due_intake(session, now, batch)
+                taken = len(rows)
                 outcomes = [await self._process(session, row) for row in rows]
             return outcomes
         except Conflict:
@@ -317,7 +319,7 @@ class Store:
         except Exception as exc:
             if _database_down(exc):
                 raise
-            if batch == 1:
+            if taken <= 1:
                 return await self._intake_failed(now, exc)
         # one of the batch failed: each row on its own, so the others are not held up
         outcomes = []
@@ -828,12 +830,12 @@ class Store:
     # ------------------------------------------------------------------ outbox
 
     async def claim_outbox(self, now: datetime, *, limit: int = 50,
-                           lease_seconds: float = 30) -> list[OutboxItem]:
+                           lease_seconds: float = 30, homes: bool = True) -> list[OutboxItem]:
         """Take up to ``limit`` due messages; others skip them until the lease runs out.
 
-        Messages to people come first. App Home refreshes fill what room is left, and a
-        person's are claimed all together: one publish, made after they were committed,
-        shows everything each of them was queued for.
+        Messages to people come first. App Home refreshes fill what room is left (unless
+        not ``homes``), and a person's are claimed all together: one publish, made after
+        they were committed, shows everything each of them was queued for.
         """
         from datetime import timedelta
 
@@ -852,13 +854,15 @@ class Store:
             if not self.db.sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = list((await session.execute(query)).scalars().all())
-            if len(rows) < limit:
-                homes = (select(OutboxRow.payload).where(*due, OutboxRow.kind == "home")
+            if homes and len(rows) < limit:
+                waiting = (select(OutboxRow.payload).where(*due, OutboxRow.kind == "home")
                          .order_by(OutboxRow.id).limit(limit - len(rows)))
-                people = set((await session.execute(homes)).scalars().all())
+                people = set((await session.execute(waiting)).scalars().all())
                 if people:
+                    # with all their later ones, due or not: the publish shows those too,
+                    # so a busy person's Home goes out at most once per home_delay
                     query = (select(OutboxRow)
-                             .where(*due, OutboxRow.kind == "home",
+                             .where(OutboxRow.status == "pending", OutboxRow.kind == "home",
                                     OutboxRow.payload.in_(people))
                              .order_by(OutboxRow.id))
                     if not self.db.sqlite:

@@ -89,6 +89,11 @@ async def test_a_database_at_the_first_revision_with_data_upgrades_and_keeps_wor
                                           currency="USD", purpose="Cables for the lab",
                                           at=later), policy=policy)
         assert fresh.request.ref == "PR-2"
+        queued = await store.receive(Submit(requester="U_ALICE", amount=Decimal("25000"),
+                                            currency="USD", purpose="Desks", at=later),
+                                     policy=policy)
+        assert queued.queued and queued.request.ref == "PR-3"
+        assert [o.request.ref for o in await store.process_intake(later)] == ["PR-3"]
         assert [e.event for e in await store.audit_for(1)] == [
             "submitted", "card_sent", "reminded", "approved"]
         assert await store.verify_audit() is None

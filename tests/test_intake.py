@@ -1,0 +1,171 @@
+"""The intake: a submission is numbered and acknowledged after one small write, and
+becomes a request (advisor, audit trail, timers, cards) right after, in the background.
+
+Through the real app and the Slack stand-in, with a fake clock: the ack already names the
+new ``PR-<n>`` and who it waits for; the request is created on the next settle (what the
+worker does at once); a submission that cannot be created is retried, then its requester
+is told; numbers never repeat, whichever path a request took. Also: App Home refreshes
+queued within ``APPROVALS_HOME_REFRESH_SECONDS`` are published once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bot.standin.workspace import Workspace
+from storage import store as store_module
+from tests.slack_support import POLICY, ack_text, create, dm_texts, events_of, workspace
+
+
+@pytest.fixture
+async def ws() -> AsyncIterator[Workspace]:
+    async with workspace() as running:
+        yield running
+
+
+async def type_command(ws: Workspace, user: str, text: str) -> str:
+    """``/purchase <text>`` acknowledged, with nothing run in the background yet."""
+    from bot.standin import signing
+
+    response = await ws.send(signing.slash_command(
+        ws.secret, text=text, user_id=user, response_url=ws.slack.response_url(),
+        trigger=signing.trigger_id(user)))
+    return ack_text(response)
+
+
+async def test_the_ack_names_the_request_before_it_is_created(ws: Workspace) -> None:
+    answer = await type_command(ws, "U_ALICE", "€25,000 Desks for the new office")
+
+    assert "Submitted *PR-1*" in answer and "<@U_BOB>" in answer and "Manager" in answer
+    store = ws.runtime.store
+    assert await store.get(1) is None and await store.intake_waiting() == 1
+    assert ws.cards_of("U_BOB") == []
+
+    await ws.settle()
+
+    request = await store.get(1)
+    assert request is not None and request.current is not None
+    assert request.current.assignees == ("U_BOB",)
+    assert await store.intake_waiting() == 0
+    assert len(ws.cards_of("U_BOB")) == 1
+    assert await events_of(ws, 1) == ["submitted", "card_sent"]
+
+
+async def test_many_acknowledged_at_once_are_all_created_in_order(ws: Workspace) -> None:
+    answers = [await type_command(ws, "U_ALICE", f"$12,{i:03d} Laptops batch {i}")
+               for i in range(20)]
+
+    assert [a.split("*")[1] for a in answers] == [f"PR-{i}" for i in range(1, 21)]
+    await ws.settle()
+
+    store = ws.runtime.store
+    assert await store.intake_waiting() == 0
+    for number in range(1, 21):
+        request = await store.get(number)
+        assert request is not None and request.purpose == f"Laptops batch {number - 1}"
+    assert len(ws.cards_of("U_BOB")) == 20
+    # the advisor saw each one's predecessors: the repeats are flagged as possible splits
+    last = await store.get(20)
+    assert last is not None and last.advice is not None and last.advice.flags
+
+
+async def test_numbers_never_repeat_across_queued_and_immediate_requests(
+        ws: Workspace) -> None:
+    store = ws.runtime.store
+    # under the auto-approval limit: nobody may need to see it, so it is created at once
+    assert "PR-1" in await type_command(ws, "U_ALICE", "$120 Cables for the lab")
+    assert await store.get(1) is not None and await store.intake_waiting() == 0
+    # waits for a person: queued, created right after
+    assert "PR-2" in await type_command(ws, "U_ALICE", "€25,000 Desks for the new office")
+    assert await store.get(2) is None and await store.intake_waiting() == 1
+    assert "PR-3" in await type_command(ws, "U_ALICE", "$90 HDMI adapters for the lab")
+    assert await store.get(3) is not None
+
+    await ws.settle()
+    assert await store.get(2) is not None
+    assert await create(ws, "U_ALICE", "€30,000 Chairs for the new office") == 4
+
+
+async def test_a_refused_submission_writes_nothing(ws: Workspace) -> None:
+    answer = await type_command(ws, "U_NOBODY", "€25,000 Desks")  # no manager in the policy
+
+    assert "can't be routed" in answer and "PR-" not in answer
+    assert await ws.runtime.store.intake_waiting() == 0
+
+
+async def test_a_submission_that_keeps_failing_is_dropped_and_its_requester_told(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = ws.runtime.store
+    real_create = store._create
+    failures = 0
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(store, "_create", broken)
+    answer = await type_command(ws, "U_ALICE", "€25,000 Desks for the new office")
+    assert "PR-1" in answer
+
+    for _ in range(store_module.INTAKE_ATTEMPTS):
+        await ws.settle()
+        ws.clock.advance(timedelta(minutes=5))
+
+    assert failures == store_module.INTAKE_ATTEMPTS
+    assert await store.intake_waiting() == 0 and await store.get(1) is None
+    told = [t for t in dm_texts(ws, "U_ALICE") if "PR-1" in t]
+    assert len(told) == 1 and "could not be created" in told[0] and "submit it again" in told[0]
+    assert "could not create a request from the intake" in caplog.text
+
+    # one broken submission holds up no other
+    monkeypatch.setattr(store, "_create", real_create)
+    assert await create(ws, "U_ALICE", "€26,000 Chairs") == 2
+    assert len(ws.cards_of("U_BOB")) == 1
+
+
+async def test_a_failure_in_a_batch_holds_up_only_that_submission(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ws.runtime.store
+    real_create = store._create
+
+    async def picky(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["request_id"] == 2:
+            raise RuntimeError("a bug")
+        return await real_create(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_create", picky)
+    for i in range(3):
+        await type_command(ws, "U_ALICE", f"€25,00{i} Desks {i}")
+    await ws.settle()
+
+    assert await store.get(1) is not None and await store.get(3) is not None
+    assert await store.get(2) is None and await store.intake_waiting() == 1
+    monkeypatch.setattr(store, "_create", real_create)
+    ws.clock.advance(timedelta(seconds=5))
+    await ws.settle()
+    assert await store.get(2) is not None and await store.intake_waiting() == 0
+
+
+async def test_home_refreshes_within_the_delay_are_published_once() -> None:
+    async with Workspace(policy_text=POLICY, home_refresh=2.0) as ws:
+        for i in range(3):
+            await create(ws, "U_ALICE", f"€25,00{i} Desks {i}")
+
+        def publishes(user: str) -> list[dict[str, Any]]:
+            return [c.params for c in ws.slack.calls("views.publish")
+                    if c.params.get("user_id") == user and c.error is None]
+
+        assert publishes("U_BOB") == []  # cards went out; the Homes wait
+        assert len(ws.cards_of("U_BOB")) == 3
+        ws.clock.advance(timedelta(seconds=2))
+        await ws.settle()
+
+        assert len(publishes("U_BOB")) == 1 and len(publishes("U_ALICE")) == 1
+        assert "PR-3" in str(publishes("U_BOB")[0]["view"])
+        assert (await ws.runtime.store.outbox_counts()).get("pending", 0) == 0

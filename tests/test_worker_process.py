@@ -1,0 +1,110 @@
+"""``approvals serve`` and its worker process: the server acknowledges, the worker creates
+requests and delivers. The worker is restarted when it dies, and stops when the server
+goes away, even by ``kill -9``; a submission acknowledged while no worker ran is created by
+the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.standin.web_api import FakeSlack
+from tests.process_support import Server, eventually
+from tests.slack_support import ack_text
+from tests.test_crash import POLICY, cards_to
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def server(slack: FakeSlack, tmp_path: Path) -> Server:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    return Server(slack=slack, workdir=tmp_path, policy=policy)
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def worker_of(server: Server) -> int:
+    assert server.process is not None
+    found = [c for c in children(server.process.pid)
+             if "worker" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+async def test_the_worker_is_restarted_and_nothing_acknowledged_is_lost(
+        server: Server, slack: FakeSlack) -> None:
+    await server.start()
+    try:
+        await eventually(lambda: bool(children(server.process.pid)),  # type: ignore[union-attr]
+                         what="the worker to start")
+        answer = ack_text(await server.command("U_ALICE", "$25,000 Desks for the office"))
+        assert "PR-1" in answer
+        await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the first card")
+
+        first = worker_of(server)
+        os.kill(first, signal.SIGSTOP)  # a worker that makes no progress at all ...
+        answer = ack_text(await server.command("U_ALICE", "$26,000 Chairs for the office"))
+        assert "PR-2" in answer  # ... does not hold up the acknowledgement
+        os.kill(first, signal.SIGKILL)  # ... and then dies
+
+        def replaced() -> bool:
+            try:
+                return worker_of(server) != first
+            except AssertionError:
+                return False
+
+        await eventually(replaced, within=15, what="a new worker")
+        await eventually(lambda: len(cards_to(slack, "U_BOB")) == 2, what="PR-2's card")
+        assert "starting a new one" in server.log()
+        texts = [str(c.get("text", "")) for c in cards_to(slack, "U_BOB")]
+        assert sum("PR-2" in t for t in texts) == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+async def test_the_worker_stops_when_the_server_is_killed(server: Server) -> None:
+    await server.start()
+    await eventually(lambda: bool(children(server.process.pid)),  # type: ignore[union-attr]
+                     what="the worker to start")
+    worker = worker_of(server)
+
+    server.kill()
+
+    await eventually(lambda: not alive(worker), within=15, what="the worker to stop")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+async def test_a_stopped_server_stops_its_worker_cleanly(server: Server) -> None:
+    await server.start()
+    await eventually(lambda: bool(children(server.process.pid)),  # type: ignore[union-attr]
+                     what="the worker to start")
+    worker = worker_of(server)
+
+    server.stop()
+
+    assert not alive(worker)
+    assert "Traceback" not in server.log()

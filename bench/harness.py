@@ -131,12 +131,20 @@ class ServerProcess:
                 await asyncio.sleep(0.1)
 
     def rss_mb(self) -> tuple[float, float]:
-        """(current RSS, peak RSS) in MB."""
+        """(current RSS, peak RSS) in MB, of the server and its worker process together."""
         assert self.process is not None
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
-                  if line.startswith(("VmRSS", "VmHWM"))}
-        return values["VmRSS"] / 1024, values["VmHWM"] / 1024
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        pids = [pid] + [int(c) for c in children.read_text().split()] if children.exists() \
+            else [pid]
+        current = peak = 0.0
+        for one in pids:
+            status = Path(f"/proc/{one}/status").read_text()
+            values = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith(("VmRSS", "VmHWM"))}
+            current += values["VmRSS"] / 1024
+            peak += values["VmHWM"] / 1024
+        return current, peak
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

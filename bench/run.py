@@ -87,7 +87,7 @@ def rows(first: dict[str, Any], scaled: dict[str, Any], slow: dict[str, Any]) ->
 
 
 def table(result: list[Row]) -> str:
-    widths = [max(len(r[i]) for r in result) for i in range(3)]
+    widths = [max(len(str(r[i])) for r in result) for i in range(3)]
     lines = [f"{'figure':<{widths[0]}}  {'measured':<{widths[1]}}  {'target':<{widths[2]}}  met",
              "-" * (sum(widths) + 11)]
     for name, value, target, met in result:

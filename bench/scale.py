@@ -122,6 +122,9 @@ def generate(path: Path, template: dict[str, Any], *, count: int) -> float:
                          "VALUES (?,?,?,?)", timers)
     for (sql,) in indexes:
         conn.execute(sql)
+    # request numbers come from the intake's sequence: go on after the generated ones
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'intake'")
+    conn.execute("INSERT INTO sqlite_sequence (name, seq) SELECT 'intake', MAX(id) FROM requests")
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("ANALYZE")

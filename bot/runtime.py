@@ -61,7 +61,8 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self.db = db or Database(settings.database_url)
         self.store = Store(self.db, advisor=rules_advice,
-                           home_delay=settings.home_refresh_seconds)
+                           home_delay=settings.home_refresh_seconds,
+                           intake_limit=settings.intake_backlog)
         self.llm = llm if llm is not None else LlmAdvisor.from_settings(settings)
         self._advising: set[asyncio.Task[None]] = set()
         token = settings.slack_bot_token

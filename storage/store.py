@@ -9,6 +9,7 @@ state, so two concurrent decisions of one step record exactly one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -84,8 +85,18 @@ MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
 INTAKE_BATCH = 8  # submissions created per transaction (SQLite): short write locks
+INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is full
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
 log = logging.getLogger("approvals.store")
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    cmd: Submit
+    policy: Policy
+    source: str | None
+    receipt: bool
+    waiter: asyncio.Future[Request]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +145,18 @@ class Store:
     """Requests, timers, outbox, cards and the audit trail, over one :class:`Database`."""
 
     def __init__(self, db: Database, *, advisor: Advisor | None = None,
-                 home_delay: float = 0.0) -> None:
+                 home_delay: float = 0.0, intake_limit: int = 0) -> None:
         """``advisor`` annotates every new request from its history, in the submit
         transaction (:func:`flows.advisor.rules_advice` in production); ``None``: no advice.
         ``home_delay``: seconds an App Home refresh waits, so a busy person's are published
-        once for many changes."""
+        once for many changes. ``intake_limit``: submissions waiting to be created beyond
+        which new ones are held back a little (0: never)."""
         self.db = db
+        self.intake_limit = intake_limit
         self.advisor = advisor
         self.home_delay = home_delay
+        self._arriving: list[_Arrival] = []  # submissions waiting to enter the intake
+        self._receiver: asyncio.Task[None] | None = None
         self._policies: dict[str, Policy] = {}
         # id(policy) -> (policy, its version hash). Hashing means serialising the whole
         # policy (a fraction of a millisecond); the same frozen object hashes the same, and
@@ -267,29 +282,79 @@ class Store:
         :meth:`process_intake`. One that nobody needs to see (approved automatically, or no
         level applies) is created at once, as :meth:`submit` does, since only the advisor
         can stop it from passing unseen.
+
+        Submissions arriving together are written together: one transaction (one
+        commit, one turn of the write lock) for all that queued while the previous one
+        was being written.
         """
         version = self.version_of(policy)
-        machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
-        async with self.db.write(urgent=True) as session:
-            delegations = await self._delegations(session, cmd.at)
-            draft = machine.submit(cmd, request_id=0, policy=policy, policy_version=version,
-                                   delegations=delegations)
-            if draft.request.status is not RequestStatus.PENDING:
+        draft = machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
+        if draft.request.status is not RequestStatus.PENDING:
+            async with self.db.write(urgent=True) as session:
                 request_id = await self._allocate(session)
                 created = await self._create(session, cmd, policy=policy,
                                              request_id=request_id, source=source,
                                              receipt=receipt)
-                return Received(created.request, queued=False, outcome=created)
-            await self._ensure_policy(session, policy, source=source, at=cmd.at)
-            table = _table(IntakeRow)
-            payload = json.dumps({"command": cmd.model_dump(mode="json"), "policy": version,
-                                  "receipt": receipt})
-            number = (await session.execute(
-                insert(table).values(requester=cmd.requester, payload=payload,
-                                     received_at=cmd.at, attempts=0, next_attempt_at=cmd.at)
-                .returning(table.c.id))).scalar_one()
-        request = draft.request.model_copy(update={"id": int(number)})
-        return Received(request, queued=True)
+            return Received(created.request, queued=False, outcome=created)
+        waiter: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
+        self._arriving.append(_Arrival(cmd, policy, source, receipt, waiter))
+        if self._receiver is None or self._receiver.done():
+            self._receiver = asyncio.create_task(self._receive_arrivals())
+        return Received(await asyncio.shield(waiter), queued=True)
+
+    async def _receive_arrivals(self) -> None:
+        """Write every queued arrival, a transaction per group, until none is left."""
+        while self._arriving:
+            await self._room_in_intake()
+            group, self._arriving = self._arriving, []
+            try:
+                drafts = await self._write_arrivals(group)
+            except Exception as exc:
+                for arrival in group:
+                    if not arrival.waiter.done():
+                        arrival.waiter.set_exception(exc)
+                continue
+            for arrival, request in zip(group, drafts, strict=True):
+                if not arrival.waiter.done():
+                    arrival.waiter.set_result(request)
+
+    async def _room_in_intake(self) -> None:
+        """Hold new submissions (up to :data:`INTAKE_HOLD` seconds, well inside Slack's
+        3 s) while more than ``intake_limit`` wait to be created, so a burst slows the
+        acknowledgements a little instead of leaving cards minutes behind."""
+        if not self.intake_limit:
+            return
+        deadline = asyncio.get_running_loop().time() + INTAKE_HOLD
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if await self.intake_waiting() < self.intake_limit:
+                    return
+            except Exception:
+                return  # the write that follows says what is wrong
+            await asyncio.sleep(0.01)
+
+    async def _write_arrivals(self, group: list[_Arrival]) -> list[Request]:
+        table = _table(IntakeRow)
+        async with self.db.write(urgent=True) as session:
+            delegations = await self._delegations(session, group[0].cmd.at)
+            drafts, rows = [], []
+            for arrival in group:
+                cmd, policy = arrival.cmd, arrival.policy
+                version = await self._ensure_policy(session, policy, source=arrival.source,
+                                                    at=cmd.at)
+                drafts.append(machine.submit(cmd, request_id=0, policy=policy,
+                                             policy_version=version,
+                                             delegations=delegations).request)
+                rows.append({"requester": cmd.requester, "received_at": cmd.at,
+                             "attempts": 0, "next_attempt_at": cmd.at,
+                             "payload": json.dumps({"command": cmd.model_dump(mode="json"),
+                                                    "policy": version,
+                                                    "receipt": arrival.receipt})})
+            numbers = (await session.execute(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
+            )).scalars().all()
+        return [d.model_copy(update={"id": int(n)}) for d, n in zip(drafts, numbers,
+                                                                     strict=True)]
 
     async def intake_waiting(self) -> int:
         async with self.db.read() as session:
@@ -320,7 +385,9 @@ class Store:
             if _database_down(exc):
                 raise
             if taken <= 1:
-                return await self._intake_failed(now, exc)
+                await self._intake_failed(now, exc)
+                # that row waits now: go on with the next ones (a bounded number of times)
+                return [] if limit <= 1 else await self.process_intake(now, limit=limit - 1)
         # one of the batch failed: each row on its own, so the others are not held up
         outcomes = []
         async with self.db.read() as session:

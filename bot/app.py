@@ -46,7 +46,8 @@ from bot.ids import (
 from bot.runtime import Runtime
 from bot.text import escape
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
-from flows.machine import AnswerInfo, Approve, AskInfo, Cancel, Reject, Submit
+from flows.machine import AnswerInfo, AskInfo, Cancel, Reject, Submit
+from storage.store import UNKNOWN_STEP
 
 log = logging.getLogger("approvals.slack")
 
@@ -226,22 +227,27 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
     @app.action(ActionId.APPROVE.value)
     async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
                       client: AsyncWebClient, respond: AsyncRespond) -> None:
-        await ack()
+        """Record the click, then acknowledge: the decision (and the card updates, or the
+        clicker being told why not) follows in the background, and survives a crash."""
         user = body["user"]["id"]
-        value = await clicked_step(body, action, client, respond, "approve")
+        value = StepValue.parse(action.get("value"))
+        failed: Exception | None = None
+        if value is not None:
+            try:
+                await asyncio.wait_for(store.receive_click(
+                    value.request_id, value.step, actor=user, at=clock.now(),
+                    response_url=body.get("response_url")), timeout=ANSWER_WITHIN)
+            except Exception as exc:
+                failed = exc
+        await ack()
         if value is None:
-            return
-        try:
-            outcome = await store.act(value.request_id,
-                                      Approve(step=value.step, actor=user, at=clock.now()))
-        except Exception as exc:
-            await tell(body, client, user_message(exc), respond)
-            return
-        if outcome is None:
             await refuse_unknown(body, client, respond, action.get("value"), "approve")
-        elif outcome.refusal is not None:
-            await tell(body, client, outcome.refusal.message, respond)
-        runtime.wake()
+        elif failed is not None:
+            if not isinstance(failed, ApprovalsError):
+                log.error("could not record an approve click: %s", failed)
+            await tell(body, client, user_message(failed), respond)
+        else:
+            runtime.wake()
 
     @app.action(ActionId.REJECT.value)
     async def reject(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],
@@ -390,7 +396,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
     async def refuse_unknown(body: dict[str, Any], client: AsyncWebClient,
                              respond: AsyncRespond, raw: object, action: str) -> None:
         user = body["user"]["id"]
-        text = "This card is out of date: the approval step it was for no longer exists."
+        text = UNKNOWN_STEP
         try:
             await store.record(request_id=None, event="click_refused", actor=user,
                                data={"action": action, "code": "unknown_step",

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import cards
 from bot.clock import Clock
@@ -158,6 +159,10 @@ class Deliverer:
         if item.kind == "home":
             await self.publish_home(str(payload["user"]))
             return None, None
+        if item.kind == "tell":  # a refused click: only the clicker sees why
+            await self._tell(item, str(payload["user"]), str(payload["text"]),
+                             payload.get("response_url"))
+            return None, None
         if item.kind == "intake_failed":  # acknowledged, but it never became a request
             await self._post(item, user=str(payload["user"]), kwargs={
                 "text": cards.intake_failed_text(str(payload["ref"]), str(payload["reason"]))})
@@ -251,6 +256,22 @@ class Deliverer:
                              thread_ts=card.ts)
         else:
             await self._post(item, user=user, kwargs=kwargs)
+
+    async def _tell(self, item: OutboxItem, user: str, text: str,
+                    response_url: object) -> None:
+        """Ephemeral through the interaction's ``response_url`` while it works (Slack keeps
+        one for 30 minutes), else by DM: ``chat.postEphemeral`` cannot reach someone in
+        another person's DM."""
+        if isinstance(response_url, str) and response_url:
+            webhook = AsyncWebhookClient(response_url, timeout=10)
+            answer = await webhook.send(text=text, response_type="ephemeral",
+                                        replace_original=False)
+            if answer.status_code == 200:
+                return
+            if answer.status_code == 429 or answer.status_code >= 500:
+                raise OSError(f"response_url answered {answer.status_code}")
+            log.info("response_url answered %s; telling %s by DM", answer.status_code, user)
+        await self._post(item, user=user, kwargs={"text": text})
 
     async def _post(self, item: OutboxItem, *, user: str, kwargs: dict[str, Any],
                     channel: str | None = None, thread_ts: str | None = None,

@@ -117,6 +117,8 @@ class Runtime:
     async def tick(self) -> None:
         """New requests, due timers, then the outbox, all of it. Safe to call at any time."""
         async def everything() -> None:
+            while await self.store.process_clicks():
+                pass
             await self.process_intake()
             await self._fire_due()
             await self.deliverer.drain()
@@ -207,19 +209,21 @@ class Runtime:
             self.notify()
 
     async def _drain_loop(self) -> None:
-        """New requests, then the outbox, a batch of each in turn while either has work;
+        """Clicks, new requests, then the outbox, a batch of each in turn while any has work;
         then wait for :meth:`wake` (a commit here or in the server) or the next tick."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 while True:
+                    clicked = await self.store.process_clicks()
                     outcomes = await self.store.process_intake(self.clock.now())
                     for outcome in outcomes:
                         self.submitted(outcome)
-                    # App Homes wait while new requests do: cards and notices first
-                    sent = await self.deliverer.drain(max_rounds=1, homes=not outcomes)
-                    if not outcomes and not sent:
+                    # App Homes wait while clicks and new requests do: cards and notices first
+                    busy = bool(clicked or outcomes)
+                    sent = await self.deliverer.drain(max_rounds=1, homes=not busy)
+                    if not busy and not sent:
                         break
                     await asyncio.sleep(0)
             except DATABASE_DOWN as exc:

@@ -44,6 +44,7 @@ from flows.audit import Break, Entry, make_entry, verify
 from flows.delegation import Delegation, check, resolve
 from flows.errors import RequestInvalid, Unroutable
 from flows.machine import (
+    Approve,
     AskRequester,
     Audit,
     CancelTimers,
@@ -66,12 +67,14 @@ from flows.model import Advice, Request, RequestStatus, Step
 from flows.policy import Policy
 from flows.vendors import vendor_key
 from storage.db import Conflict, Database
+from storage.grouped import Grouped
 from storage.tables import (
     AssignmentRow,
     AuditHeadRow,
     AuditRow,
     Base,
     CardRow,
+    ClickRow,
     DelegationRow,
     IntakeRow,
     OutboxRow,
@@ -84,6 +87,7 @@ from storage.tables import (
 MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
+UNKNOWN_STEP = "This card is out of date: the approval step it was for no longer exists."
 INTAKE_BATCH = 8  # submissions created per transaction (SQLite): short write locks
 INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is full
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
@@ -96,7 +100,15 @@ class _Arrival:
     policy: Policy
     source: str | None
     receipt: bool
-    waiter: asyncio.Future[Request]
+
+
+@dataclass(frozen=True, slots=True)
+class _Click:
+    request_id: int
+    step: int
+    actor: str
+    at: datetime
+    response_url: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +167,9 @@ class Store:
         self.intake_limit = intake_limit
         self.advisor = advisor
         self.home_delay = home_delay
-        self._arriving: list[_Arrival] = []  # submissions waiting to enter the intake
-        self._receiver: asyncio.Task[None] | None = None
+        # submissions and clicks arriving together are written in one transaction
+        self._arrivals = Grouped(self._write_arrivals, before=self._room_in_intake)
+        self._clicks = Grouped(self._write_clicks)
         self._policies: dict[str, Policy] = {}
         # id(policy) -> (policy, its version hash). Hashing means serialising the whole
         # policy (a fraction of a millisecond); the same frozen object hashes the same, and
@@ -296,27 +309,8 @@ class Store:
                                              request_id=request_id, source=source,
                                              receipt=receipt)
             return Received(created.request, queued=False, outcome=created)
-        waiter: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
-        self._arriving.append(_Arrival(cmd, policy, source, receipt, waiter))
-        if self._receiver is None or self._receiver.done():
-            self._receiver = asyncio.create_task(self._receive_arrivals())
-        return Received(await asyncio.shield(waiter), queued=True)
-
-    async def _receive_arrivals(self) -> None:
-        """Write every queued arrival, a transaction per group, until none is left."""
-        while self._arriving:
-            await self._room_in_intake()
-            group, self._arriving = self._arriving, []
-            try:
-                drafts = await self._write_arrivals(group)
-            except Exception as exc:
-                for arrival in group:
-                    if not arrival.waiter.done():
-                        arrival.waiter.set_exception(exc)
-                continue
-            for arrival, request in zip(group, drafts, strict=True):
-                if not arrival.waiter.done():
-                    arrival.waiter.set_result(request)
+        return Received(await self._arrivals(_Arrival(cmd, policy, source, receipt)),
+                        queued=True)
 
     async def _room_in_intake(self) -> None:
         """Hold new submissions (up to :data:`INTAKE_HOLD` seconds, well inside Slack's
@@ -355,6 +349,91 @@ class Store:
             )).scalars().all()
         return [d.model_copy(update={"id": int(n)}) for d, n in zip(drafts, numbers,
                                                                      strict=True)]
+
+    # ------------------------------------------------------------------ clicks
+
+    async def receive_click(self, request_id: int, step: int, *, actor: str, at: datetime,
+                            response_url: str | None) -> None:
+        """Record an approve click, before Slack gets its acknowledgement; the decision
+        follows in :meth:`process_clicks`. Clicks arriving together share a transaction."""
+        await self._clicks(_Click(request_id, step, actor, at, response_url))
+
+    async def _write_clicks(self, group: list[_Click]) -> list[None]:
+        async with self.db.write(urgent=True) as session:
+            await session.execute(insert(_table(ClickRow)), [
+                {"request_id": c.request_id, "step": c.step, "actor": c.actor, "at": c.at,
+                 "response_url": c.response_url} for c in group])
+        return [None] * len(group)
+
+    async def clicks_waiting(self) -> int:
+        async with self.db.read() as session:
+            return int((await session.execute(
+                select(func.count()).select_from(_table(ClickRow)))).scalar_one())
+
+    async def process_clicks(self, *, limit: int = INTAKE_BATCH) -> int:
+        """Decide the recorded clicks, oldest first, each in the transaction that deletes
+        it: up to ``limit`` per transaction on SQLite, one on PostgreSQL (``SKIP
+        LOCKED``). A refusal (not an assignee, already decided, no such request) is audited
+        and told to the clicker: ephemeral through the click's ``response_url``, else by
+        DM. Returns how many clicks were handled."""
+        batch = limit if self.db.sqlite else 1
+        try:
+            async with self.db.write() as session:
+                rows = await self._due_clicks(session, batch)
+                for row in rows:
+                    await self._decide(session, row)
+            return len(rows)
+        except Conflict:
+            return 0
+        except Exception as exc:
+            if _database_down(exc):
+                raise
+            log.exception("could not decide on a click; taking them one at a time")
+        async with self.db.read() as session:
+            ids = [r.id for r in await self._due_clicks(session, batch, lock=False)]
+        for number in ids:
+            try:
+                async with self.db.write() as session:
+                    found = await session.get(ClickRow, number)
+                    if found is not None:
+                        await self._decide(session, found)
+            except Exception as exc:
+                if _database_down(exc):
+                    raise
+                log.exception("could not decide on click %s; dropping it", number)
+                async with self.db.write() as session:
+                    broken = await session.get(ClickRow, number)
+                    if broken is not None:
+                        await session.delete(broken)
+                        self.enqueue(session, request_id=None, kind="tell", payload={
+                            "user": broken.actor, "response_url": broken.response_url,
+                            "text": "Something went wrong on our side and nothing was "
+                                    "changed. Click again in a moment."}, at=broken.at)
+        return len(ids)
+
+    async def _due_clicks(self, session: AsyncSession, limit: int, *,
+                          lock: bool = True) -> list[ClickRow]:
+        query = select(ClickRow).order_by(ClickRow.id).limit(limit)
+        if lock and not self.db.sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return list((await session.execute(query)).scalars().all())
+
+    async def _decide(self, session: AsyncSession, row: ClickRow) -> Outcome | None:
+        cmd = Approve(step=row.step, actor=row.actor, at=row.at)
+        outcome = await self._act_in(session, row.request_id, cmd)
+        refusal = outcome.refusal if outcome is not None else None
+        if outcome is None:  # a card older than this database, or a forged button
+            refusal = Refusal(RefusalCode.STEP_NOT_PENDING, UNKNOWN_STEP)
+            await self._append(session, [(None, "click_refused", row.actor, {
+                "action": "approve", "code": "unknown_step",
+                "value": json.dumps({"r": row.request_id, "s": row.step}),
+                "reason": UNKNOWN_STEP})], at=row.at)
+        if refusal is not None:
+            self.enqueue(session, request_id=row.request_id if outcome is not None else None,
+                         kind="tell", payload={"user": row.actor, "text": refusal.message,
+                                               "response_url": row.response_url}, at=row.at)
+        await session.delete(row)
+        return outcome
 
     async def intake_waiting(self) -> int:
         async with self.db.read() as session:

@@ -190,3 +190,20 @@ class IntakeRow(Base):
 
     __table_args__ = (Index("ix_intake_due", "next_attempt_at", "id"),
                       {"sqlite_autoincrement": True})
+
+
+class ClickRow(Base):
+    """Approve clicks acknowledged but not yet decided on, in the order they came.
+
+    The click is recorded before Slack gets its acknowledgement, so none is lost; the
+    decision (or the refusal, told to the clicker) follows in the background.
+    """
+
+    __tablename__ = "clicks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(BigInteger)  # as the button said: may not exist
+    step: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    response_url: Mapped[str | None] = mapped_column(Text)

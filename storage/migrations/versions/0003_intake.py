@@ -1,4 +1,4 @@
-"""The intake: submissions acknowledged at once and processed right after.
+"""The intake: submissions and approve clicks acknowledged at once, processed right after.
 
 Request numbers are drawn from ``intake.id`` from now on, so its sequence starts after the
 highest request number already given.
@@ -36,6 +36,15 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_intake_due", "intake", ["next_attempt_at", "id"])
+    op.create_table(
+        "clicks",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("request_id", sa.BigInteger(), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("actor", sa.String(64), nullable=False),
+        sa.Column("at", UTCDateTime(), nullable=False),
+        sa.Column("response_url", sa.Text(), nullable=True),
+    )
     if op.get_bind().dialect.name == "sqlite":
         op.execute("INSERT INTO sqlite_sequence (name, seq) "
                    "SELECT 'intake', COALESCE(MAX(id), 0) FROM requests")
@@ -45,5 +54,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("clicks")
     op.drop_index("ix_intake_due", table_name="intake")
     op.drop_table("intake")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -60,6 +61,13 @@ def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True,
                      lifespan=lifespan)
 
 
+def settle_memory() -> None:
+    """Move what start-up allocated out of the garbage collector's way: a full collection
+    then scans only what requests allocate, a pause of a few ms instead of tens."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
     import uvicorn
 
@@ -69,7 +77,12 @@ async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
         worker = WorkerProcess(policy_path=runtime.policy_path)
         # Homes are published by both processes: each publish checks it was the latest
         runtime.deliverer.only_publisher = False
-    asgi = build_asgi(runtime, build_app(runtime), worker=worker)
+        await runtime.db.leave_checkpoints_to_others()  # the worker checkpoints the WAL
+    settle_memory()
+    # Listeners answer within moments (work waits in the database for the worker), so the
+    # response goes out when the listener returns: no polling for the acknowledgement.
+    asgi = build_asgi(runtime, build_app(runtime, process_before_response=True),
+                      worker=worker)
     config = uvicorn.Config(asgi, host=host, port=port, log_level="info", access_log=False,
                             lifespan="on")
     await uvicorn.Server(config).serve()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ log = logging.getLogger("approvals.worker")
 
 RESTART_AFTER = 1.0  # seconds before a worker that died is started again
 STOP_WITHIN = 10.0  # seconds a worker has to finish its step when the server stops
+NICENESS = 5  # the worker yields the CPU to the server that answers Slack
 
 
 class WorkerProcess:
@@ -99,7 +101,11 @@ class WorkerProcess:
 
 async def run_worker(runtime: Runtime) -> None:
     """Work until stdin ends (the server is gone) or SIGTERM/SIGINT; each byte wakes us."""
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)  # people waiting for an answer go first; this work can lag a bit
     await runtime.prepare()
+    gc.collect()
+    gc.freeze()  # start-up's objects are never garbage: keep collections short
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -157,6 +157,24 @@ class Database:
         # the work, was most of a command's latency. Other connections (the CLI, a second
         # engine) are waited for by storage.sqlite_inline.
         self._write_gate = WriteGate() if self.sqlite else None
+        # SQLite: whether this process's commits also checkpoint the WAL into the database
+        # file. A checkpoint runs inside the committing call, on the event loop's thread;
+        # a process that must answer quickly leaves them to another (bot.worker).
+        self.checkpoints = True
+        if self.sqlite:
+            event.listen(self.engine.sync_engine, "connect", self._on_connect)
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        if not self.checkpoints:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.close()
+
+    async def leave_checkpoints_to_others(self) -> None:
+        """Stop checkpointing the WAL from this process (SQLite; see ``checkpoints``)."""
+        if self.sqlite and self.checkpoints:
+            self.checkpoints = False
+            await self.engine.dispose()  # pooled connections reconnect with the setting
 
     @asynccontextmanager
     async def write(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:

@@ -88,7 +88,7 @@ MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
 UNKNOWN_STEP = "This card is out of date: the approval step it was for no longer exists."
-INTAKE_BATCH = 8  # submissions created per transaction (SQLite): short write locks
+INTAKE_BATCH = 8  # requests created, or clicks decided, per transaction (SQLite): short locks
 INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is full
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
 log = logging.getLogger("approvals.store")

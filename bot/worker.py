@@ -27,7 +27,7 @@ from bot.runtime import Runtime
 log = logging.getLogger("approvals.worker")
 
 RESTART_AFTER = 1.0  # seconds before a worker that died is started again
-STOP_WITHIN = 10.0  # seconds a worker has to finish its step when the server stops
+STOP_WITHIN = 5.0  # seconds a worker has to finish its step when the server stops
 NICENESS = 5  # the worker yields the CPU to the server that answers Slack
 
 

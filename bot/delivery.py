@@ -25,7 +25,7 @@ from bot import cards
 from bot.clock import Clock
 from flows.machine import Notice
 from flows.model import Request, StepStatus
-from storage.store import CardRef, OutboxItem, Store
+from storage.store import CardRef, OutboxItem, Sent, Store
 
 log = logging.getLogger("approvals.delivery")
 
@@ -92,26 +92,43 @@ class Deliverer:
             else:
                 by_request[item.request_id].append(item)
         gate = asyncio.Semaphore(CONCURRENCY)
+        sent: list[Sent] = []  # marked together after each round of sends
 
         async def one_request(group: list[OutboxItem]) -> None:
             async with gate:
+                mine: list[Sent] = []
                 for position, item in enumerate(group):
-                    if not await self._attempt(item):
+                    if not await self._attempt(item, mine):
                         # keep the request's order: the rest waits for this one
                         await self.store.outbox_release([i.id for i in group[position + 1:]],
                                                         at=self.clock.now())
-                        return
+                        break
+                    if position + 1 < len(group):
+                        await self._mark(mine)  # what follows may need this card recorded
+                sent.extend(mine)
 
         async def one_home(user: str, group: list[OutboxItem]) -> None:
             async with gate:
-                await self._attempt(group[0], also=group[1:])
+                await self._attempt(group[0], sent, also=group[1:])
 
         await asyncio.gather(*(one_request(g) for g in by_request.values()))
+        await self._mark(sent)
         # App Homes last, once per user per batch, showing the state after the batch
         await asyncio.gather(*(one_home(u, g) for u, g in homes.items()))
+        await self._mark(sent)
 
-    async def _attempt(self, item: OutboxItem, *, also: list[OutboxItem] | None = None) -> bool:
-        """Deliver ``item``; ``False`` when it is to be tried again later."""
+    async def _mark(self, sent: list[Sent]) -> None:
+        """Record what went out, in one transaction. Should this process die first, the
+        rows' leases run out and the next attempt finds each message in its conversation
+        (by the outbox id in its metadata) instead of sending it again."""
+        batch = list(sent)
+        sent.clear()
+        await self.store.outbox_done_many(batch, at=self.clock.now())
+
+    async def _attempt(self, item: OutboxItem, sent: list[Sent], *,
+                       also: list[OutboxItem] | None = None) -> bool:
+        """Deliver ``item`` (noted in ``sent``); ``False`` when it is to be tried again
+        later."""
         try:
             done = await self._send(item)
         except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -120,9 +137,7 @@ class Deliverer:
             await self._dead(item, str(exc), also=also)
             return True
         card, audit = done
-        now = self.clock.now()
-        await self.store.outbox_done(item.id, at=now, card=card, audit=audit,
-                                     also=[extra.id for extra in also or []])
+        sent.append(Sent(item.id, card, audit, tuple(extra.id for extra in also or [])))
         return True
 
     async def _failed(self, item: OutboxItem, exc: Exception, *,

@@ -103,6 +103,17 @@ class _Arrival:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    """A delivered outbox row: the card it made and the audit entry it earns, if any, and
+    the rows the same delivery satisfied (``also``)."""
+
+    item_id: int
+    card: CardRef | None = None
+    audit: tuple[str, str, dict[str, Any]] | None = None
+    also: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class _Click:
     request_id: int
     step: int
@@ -1035,22 +1046,32 @@ class Store:
                           also: Sequence[int] = ()) -> None:
         """Mark a message sent, with the card it made and its audit entry, atomically;
         ``also``: rows the same delivery satisfied (a person's other Home refreshes)."""
+        await self.outbox_done_many([Sent(item_id, card, audit, tuple(also))], at=at)
+
+    async def outbox_done_many(self, sent: Sequence[Sent], *, at: datetime) -> None:
+        """Mark several messages sent in one transaction (see :meth:`outbox_done`); a row
+        already marked (by another process) is left as it is, its card and audit entry
+        not recorded twice."""
+        if not sent:
+            return
+        table = _table(OutboxRow)
         async with self.db.write(urgent=True) as session:
-            if also:
-                await session.execute(
-                    update(_table(OutboxRow))
-                    .where(OutboxRow.id.in_(also), OutboxRow.status != "sent")
-                    .values(status="sent", sent_at=at, last_error=None))
-            row = await session.get(OutboxRow, item_id, with_for_update=True)
-            if row is None or row.status == "sent":
-                return
-            row.status, row.sent_at, row.last_error = "sent", at, None
-            if card is not None:
-                await self._save_card(session, card, at=at)
-            if audit is not None and row.request_id is not None:
-                event, actor, data = audit
-                await self._append(session, [(f"PR-{row.request_id}", event, actor, data)],
-                                   at=at)
+            ids = [s.item_id for s in sent]
+            rows = {r.id: r for r in (await session.execute(
+                select(table.c.id, table.c.request_id).where(
+                    table.c.id.in_(ids), table.c.status != "sent").with_for_update())).all()}
+            extra = [i for s in sent if s.item_id in rows for i in s.also]
+            await session.execute(
+                update(table).where(table.c.id.in_([*rows, *extra]), table.c.status != "sent")
+                .values(status="sent", sent_at=at, last_error=None))
+            fresh = [s for s in sent if s.item_id in rows]
+            cards = [s.card for s in fresh if s.card is not None]
+            if cards:
+                await self._save_cards(session, cards, at=at)
+            audits = [(f"PR-{rows[s.item_id].request_id}", *s.audit) for s in fresh
+                      if s.audit is not None and rows[s.item_id].request_id is not None]
+            if audits:
+                await self._append(session, audits, at=at)
 
     async def outbox_retry(self, item_id: int, *, error: str, retry_at: datetime,
                            dead: bool = False) -> None:
@@ -1066,13 +1087,19 @@ class Store:
         return {status: int(count) for status, count in rows}
 
     async def _save_card(self, session: AsyncSession, card: CardRef, *, at: datetime) -> None:
-        """Record where ``card`` went. One statement, so a card that another replica
+        await self._save_cards(session, [card], at=at)
+
+    async def _save_cards(self, session: AsyncSession, cards: Sequence[CardRef], *,
+                          at: datetime) -> None:
+        """Record where ``cards`` went. One statement, so a card that another replica
         recorded a moment ago for the same step and person is updated, never a unique
         violation (a read-then-insert would race under READ COMMITTED)."""
-        values = {"request_id": card.request_id, "step": card.step, "user_id": card.user,
-                  "channel": card.channel, "ts": card.ts, "created_at": at}
+        latest = {(c.request_id, c.step, c.user): c for c in cards}  # one row per key
+        values = [{"request_id": c.request_id, "step": c.step, "user_id": c.user,
+                   "channel": c.channel, "ts": c.ts, "created_at": at}
+                  for c in latest.values()]
         statement = (sqlite_insert(CardRow) if self.db.sqlite else pg_insert(CardRow)
-                     ).values(**values)
+                     ).values(values)
         await session.execute(statement.on_conflict_do_update(
             index_elements=[CardRow.request_id, CardRow.step, CardRow.user_id],
             set_={"channel": statement.excluded.channel, "ts": statement.excluded.ts}))

@@ -67,6 +67,7 @@ class Deliverer:
         self.clock = clock
         self._lock = asyncio.Lock()
         self._dm_channels: dict[str, str] = {}
+        self.http: aiohttp.ClientSession | None = None  # shared connections, once running
 
     async def drain(self, *, max_rounds: int = 100, homes: bool = True) -> int:
         """Deliver every due row (App Home refreshes only if ``homes``); returns how many
@@ -278,7 +279,7 @@ class Deliverer:
         one for 30 minutes), else by DM: ``chat.postEphemeral`` cannot reach someone in
         another person's DM."""
         if isinstance(response_url, str) and response_url:
-            webhook = AsyncWebhookClient(response_url, timeout=10)
+            webhook = AsyncWebhookClient(response_url, timeout=10, session=self.http)
             answer = await webhook.send(text=text, response_type="ephemeral",
                                         replace_original=False)
             if answer.status_code == 200:

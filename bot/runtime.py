@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -41,6 +42,7 @@ from storage.store import Received, Store
 log = logging.getLogger("approvals.runtime")
 
 TIMER_BATCH = 100
+SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 # An outage is logged as one line a second, not a traceback a second.
 DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
 
@@ -67,14 +69,15 @@ class Runtime:
         self._advising: set[asyncio.Task[None]] = set()
         token = settings.slack_bot_token
         # Listener calls (views.open, views.publish, ephemeral answers) retry what is safe.
-        self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url, timeout=10,
+        self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
+                                     timeout=SLACK_TIMEOUT,
                                      retry_handlers=[
                                          AsyncConnectionErrorRetryHandler(max_retry_count=1),
                                          AsyncRateLimitErrorRetryHandler(max_retry_count=1),
                                          AsyncServerErrorRetryHandler(max_retry_count=1)])
         # The outbox retries by itself, with its own bookkeeping: no hidden retries there.
         self.outbox_client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
-                                            timeout=10, retry_handlers=[])
+                                            timeout=SLACK_TIMEOUT, retry_handlers=[])
         self.deliverer = Deliverer(store=self.store, client=self.outbox_client,
                                    clock=self.clock,
                                    lease_seconds=settings.outbox_lease_seconds,
@@ -86,6 +89,7 @@ class Runtime:
         self._scheduler: AsyncIOScheduler | None = None
         self._drainer: asyncio.Task[None] | None = None
         self._prepared = False
+        self._http: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, policy_path: Path | None = None,
@@ -110,6 +114,13 @@ class Runtime:
                                   f", not {head_revision()}: run `approvals db upgrade`")
         await self.store.register_policy(self.policy, source=self.policy_source,
                                          at=self.clock.now())
+        if self._http is None:
+            # One connection pool for every Slack call: slack_sdk otherwise opens a new
+            # session, and a new connection, per call.
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT))
+            self.client.session = self.outbox_client.session = self._http
+            self.deliverer.http = self._http
         self._prepared = True
 
     # ------------------------------------------------------------------ background work
@@ -257,4 +268,6 @@ class Runtime:
             self._drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
+        if self._http is not None:
+            await self._http.close()
         await self.db.close()

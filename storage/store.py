@@ -214,10 +214,12 @@ class Store:
         if version in self._policies:
             return version
         if await session.get(PolicyRow, version) is None:
+            # one statement: processes starting together may all register it at once
             body = policy.canonical_json()
-            session.add(PolicyRow(hash=version, body=body, source=source or body,
-                                  created_at=at))
-            await session.flush()
+            statement = (sqlite_insert(PolicyRow) if self.db.sqlite else pg_insert(PolicyRow)
+                         ).values(hash=version, body=body, source=source or body, created_at=at)
+            await session.execute(statement.on_conflict_do_nothing(
+                index_elements=[PolicyRow.hash]))
         self._policies[version] = policy
         return version
 

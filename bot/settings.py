@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     home_refresh_seconds: float = Field(default=2.0, ge=0, le=60,
                                         alias="APPROVALS_HOME_REFRESH_SECONDS")
     # Submissions acknowledged but not yet created beyond which new acknowledgements are
-    # held back (at most 1.5 s): a burst is absorbed without cards falling far behind.
-    intake_backlog: int = Field(default=300, ge=0, alias="APPROVALS_INTAKE_BACKLOG")
+    # held back (at most 1.5 s): a burst is absorbed with cards about a second behind.
+    intake_backlog: int = Field(default=100, ge=0, alias="APPROVALS_INTAKE_BACKLOG")
     outbox_lease_seconds: float = Field(default=30.0, gt=0, le=3600,
                                         alias="APPROVALS_OUTBOX_LEASE_SECONDS")
 

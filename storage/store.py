@@ -89,7 +89,7 @@ SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, rea
 
 UNKNOWN_STEP = "This card is out of date: the approval step it was for no longer exists."
 INTAKE_BATCH = 8  # requests created, or clicks decided, per transaction (SQLite): short locks
-INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is full
+INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is behind
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
 log = logging.getLogger("approvals.store")
 
@@ -327,18 +327,20 @@ class Store:
 
     async def _room_in_intake(self) -> None:
         """Hold new submissions (up to :data:`INTAKE_HOLD` seconds, well inside Slack's
-        3 s) while more than ``intake_limit`` wait to be created, so a burst slows the
-        acknowledgements a little instead of leaving cards minutes behind."""
+        3 s) while ``intake_limit`` or more wait to be created: a burst beyond what the
+        worker keeps up with slows the acknowledgements a little, instead of leaving cards
+        minutes behind them."""
         if not self.intake_limit:
             return
-        deadline = asyncio.get_running_loop().time() + INTAKE_HOLD
-        while asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + INTAKE_HOLD
+        while loop.time() < deadline:
             try:
                 if await self.intake_waiting() < self.intake_limit:
                     return
             except Exception:
                 return  # the write that follows says what is wrong
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
 
     async def _write_arrivals(self, group: list[_Arrival]) -> list[Request]:
         table = _table(IntakeRow)

@@ -169,3 +169,50 @@ async def test_home_refreshes_within_the_delay_are_published_once() -> None:
         assert len(publishes("U_BOB")) == 1 and len(publishes("U_ALICE")) == 1
         assert "PR-3" in str(publishes("U_BOB")[0]["view"])
         assert (await ws.runtime.store.outbox_counts()).get("pending", 0) == 0
+
+
+async def test_acknowledgements_wait_while_the_intake_is_behind(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    from decimal import Decimal
+
+    from flows.machine import Submit
+
+    store, policy = ws.runtime.store, ws.runtime.policy
+    store.intake_limit = 1
+    monkeypatch.setattr(store_module, "INTAKE_HOLD", 30.0)
+
+    def desks(n: int) -> Submit:
+        return Submit(requester="U_ALICE", amount=Decimal(25_000 + n), currency="USD",
+                      purpose=f"Desks {n}", at=ws.clock.now())
+
+    first = await store.receive(desks(1), policy=policy)
+    assert first.request.ref == "PR-1"  # the intake is full now: the worker is behind
+
+    held = asyncio.create_task(store.receive(desks(2), policy=policy))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not held.done() and await store.intake_waiting() == 1
+
+    assert [o.request.ref for o in await store.process_intake(ws.clock.now())] == ["PR-1"]
+    second = await asyncio.wait_for(held, timeout=5)  # caught up: let in at once
+    assert second.request.ref == "PR-2" and await store.intake_waiting() == 1
+
+
+async def test_a_held_acknowledgement_goes_out_after_the_hold_at_the_latest(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from decimal import Decimal
+
+    from flows.machine import Submit
+
+    store, policy = ws.runtime.store, ws.runtime.policy
+    store.intake_limit = 1
+    monkeypatch.setattr(store_module, "INTAKE_HOLD", 0.05)
+    await store.receive(Submit(requester="U_ALICE", amount=Decimal(25_000), currency="USD",
+                               purpose="Desks", at=ws.clock.now()), policy=policy)
+    # and no worker at all
+
+    late = await store.receive(Submit(requester="U_ALICE", amount=Decimal(26_000),
+                                      currency="USD", purpose="Chairs", at=ws.clock.now()),
+                               policy=policy)
+    assert late.request.ref == "PR-2" and await store.intake_waiting() == 2

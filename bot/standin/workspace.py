@@ -75,6 +75,7 @@ class Workspace:
                             SLACK_API_URL=self.slack.base_url,
                             DATABASE_URL=self._database_url, OPENAI_API_KEY=None,
                             APPROVALS_HOME_REFRESH_SECONDS=self.home_refresh,
+                            APPROVALS_INTAKE_BACKLOG=0,
                             _env_file=None)
         self.runtime = Runtime(settings=settings, policy=parse_policy(self.policy_text),
                                policy_source=self.policy_text, clock=self.clock, llm=self.llm)

@@ -54,6 +54,9 @@ log = logging.getLogger("approvals.slack")
 ANSWER_WITHIN = 2.5  # seconds: Slack gives 3 to acknowledge
 FORM_FAILED = ("I couldn't open the request form. Try again, or request at once: "
                "`/purchase 1,200 USD Laptops for new hires`.")
+CONFIRM_WITHIN = 2.2  # seconds a submission's write may take before we answer anyway
+UNCONFIRMED = ("I couldn't confirm your request in time; it may still go through. Check "
+               "`/purchase list` in a minute before submitting it again.")
 TRY_AGAIN = ("The approvals database is not answering right now. Nothing was changed; "
              "try again in a moment.")
 
@@ -145,10 +148,15 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         if isinstance(parsed, ShowHelp):
             return help_text()
         if isinstance(parsed, CreateRequest):
-            received = await store.receive(Submit(
-                requester=user, amount=parsed.amount,
-                currency=parsed.currency or runtime.policy.currency, purpose=parsed.purpose,
-                at=clock.now()), policy=runtime.policy, source=runtime.policy_source)
+            try:
+                received = await asyncio.wait_for(store.receive(Submit(
+                    requester=user, amount=parsed.amount,
+                    currency=parsed.currency or runtime.policy.currency,
+                    purpose=parsed.purpose, at=clock.now()),
+                    policy=runtime.policy, source=runtime.policy_source),
+                    timeout=CONFIRM_WITHIN)
+            except TimeoutError:
+                return UNCONFIRMED  # its write may still land: never say "nothing changed"
             runtime.received(received)
             return cards.submitted_text(received.request)
         if isinstance(parsed, ListRequests):
@@ -208,7 +216,10 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                 requester=user, amount=form.amount, currency=form.currency, vendor=form.vendor,
                 purpose=form.purpose, cost_center=form.cost_center, at=clock.now()),
                 policy=runtime.policy, source=runtime.policy_source, receipt=True),
-                timeout=ANSWER_WITHIN)
+                timeout=CONFIRM_WITHIN)
+        except TimeoutError:
+            await ack(response_action="errors", errors={InputId.PURPOSE.value: UNCONFIRMED})
+            return
         except RequestInvalid as exc:
             field = exc.field if exc.field in {i.value for i in InputId} else InputId.AMOUNT
             await ack(response_action="errors", errors={str(field): exc.message})

@@ -216,3 +216,33 @@ async def test_a_held_acknowledgement_goes_out_after_the_hold_at_the_latest(
                                       currency="USD", purpose="Chairs", at=ws.clock.now()),
                                policy=policy)
     assert late.request.ref == "PR-2" and await store.intake_waiting() == 2
+
+
+async def test_a_submission_not_confirmed_in_time_is_never_called_unchanged(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from bot import app as app_module
+
+    store = ws.runtime.store
+    release = asyncio.Event()
+    write = store._arrivals._write
+
+    async def slow(group: Any) -> Any:
+        await release.wait()  # a write lock held elsewhere, say
+        return await write(group)
+
+    monkeypatch.setattr(store._arrivals, "_write", slow)
+    monkeypatch.setattr(app_module, "CONFIRM_WITHIN", 0.05)
+
+    answer = await type_command(ws, "U_ALICE", "€25,000 Desks for the new office")
+
+    assert "couldn't confirm" in answer and "Nothing was changed" not in answer
+    release.set()
+    for _ in range(100):
+        if await store.intake_waiting():
+            break
+        await asyncio.sleep(0)
+    await ws.settle()
+    request = await store.get(1)
+    assert request is not None and request.purpose == "Desks for the new office"

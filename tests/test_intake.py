@@ -246,3 +246,27 @@ async def test_a_submission_not_confirmed_in_time_is_never_called_unchanged(
     await ws.settle()
     request = await store.get(1)
     assert request is not None and request.purpose == "Desks for the new office"
+
+
+async def test_a_refused_click_whose_response_url_is_gone_is_told_by_dm(
+        ws: Workspace) -> None:
+    from bot.ids import ActionId
+    from bot.standin import signing
+    from bot.standin.workspace import button_value
+
+    await create(ws, "U_ALICE", "€25,000 Desks for the new office")
+    card = ws.card("U_BOB", "PR-1")
+    value = button_value(card, "approve")
+    gone = ws.slack.response_url().rsplit("/", 1)[0] + "/R999999"  # expired, say
+
+    response = await ws.send(signing.block_actions(
+        ws.secret, user_id="U_MALLORY", action_id=ActionId.APPROVE.value, value=value,
+        message=card, response_url=gone))
+    assert response.status_code == 200
+    await ws.settle()
+
+    told = dm_texts(ws, "U_MALLORY")
+    assert len(told) == 1 and "PR-1" in told[0]
+    request = await ws.runtime.store.get(1)
+    assert request is not None and request.current is not None
+    assert request.current.index == 0  # nothing was decided

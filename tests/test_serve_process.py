@@ -83,3 +83,11 @@ def test_serve_refuses_bad_configuration_with_one_line(tmp_path: Path) -> None:
         assert result.returncode == 2, (extra, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0], (extra, result.stderr)
+    # the worker, run by hand, needs the bot token and a readable policy too
+    for extra, named in [*cases[:1], ({"SLACK_BOT_TOKEN": "xoxb-1"}, "policy.yml")]:
+        result = subprocess.run([sys.executable, "-m", "bot", "worker"], cwd=tmp_path,
+                                env={**env, **extra}, capture_output=True, text=True,
+                                timeout=60, check=False, stdin=subprocess.DEVNULL)
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], (extra, result.stderr)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -100,6 +100,17 @@ class _Arrival:
     policy: Policy
     source: str | None
     receipt: bool
+
+
+@dataclass(slots=True)
+class _Writes:
+    """The rows a batch of new requests adds, written by ``Store._flush``."""
+
+    assignments: list[dict[str, Any]] = field(default_factory=list)
+    audits: list[tuple[str | None, str, str, dict[str, Any], datetime]] = field(
+        default_factory=list)
+    timers: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,28 +282,44 @@ class Store:
 
     async def _create(self, session: AsyncSession, cmd: Submit, *, policy: Policy,
                       request_id: int, advice: Advice | None = None,
-                      source: str | None = None, receipt: bool = False) -> Outcome:
-        """Advise, route and write request ``request_id`` inside ``session``."""
+                      source: str | None = None, receipt: bool = False,
+                      delegations: dict[str, Delegation] | None = None,
+                      writes: _Writes | None = None) -> Outcome:
+        """Advise, route and write request ``request_id`` inside ``session``.
+
+        ``delegations``: those in force, if already read (any that ended by ``cmd.at`` are
+        left out here); ``writes``: collect the rows that go with the request (assignment,
+        audit entries, timers, outbox) for :meth:`_flush` instead of writing them now."""
         version = self.version_of(policy)
         route_policy = policy
         if advice is None and self.advisor is not None:
             advice, route_policy = await self._advise(session, cmd, policy)
+        if delegations is None:
+            delegations = await self._delegations(session, cmd.at)
+        else:
+            delegations = {k: d for k, d in delegations.items() if d.until > cmd.at}
         planned = machine.submit(cmd, request_id=request_id, policy=route_policy,
                                  policy_version=version, advice=advice,
-                                 delegations=await self._delegations(session, cmd.at))
+                                 delegations=delegations)
         version = await self._ensure_policy(session, policy, source=source, at=cmd.at)
         request = planned.request
+        # inserted as it is: the request, its document and version 1, in one statement
         await session.execute(insert(_table(RequestRow)).values(
             id=request.id, requester=request.requester, status=request.status.value,
             vendor=request.vendor, vendor_key=vendor_key(request.vendor),
             cost_center=request.cost_center, currency=request.currency,
             base_amount_cents=_cents(request.base_amount), policy_hash=version,
-            created_at=cmd.at, updated_at=cmd.at, version=0, doc="{}"))
+            created_at=cmd.at, updated_at=request.updated_at, version=1,
+            doc=request.model_dump_json()))
         outcome = Outcome(request, planned.effects, planned.refusal)
-        await self._save(session, 0, outcome, at=cmd.at, created=True)
+        await self._save(session, 0, outcome, at=cmd.at, created=True, inserted=True,
+                         writes=writes)
         if receipt:
-            self.enqueue(session, request_id=request.id, kind="receipt",
-                         payload={"user": request.requester}, at=cmd.at)
+            row = _outbox_row(request.id, "receipt", {"user": request.requester}, at=cmd.at)
+            if writes is not None:
+                writes.outbox.append(row)
+            else:
+                session.add(OutboxRow(**row))
         return outcome
 
     # ------------------------------------------------------------------ the intake
@@ -471,7 +498,15 @@ class Store:
             async with self.db.write() as session:
                 rows = await self._due_intake(session, now, batch)
                 taken = len(rows)
-                outcomes = [await self._process(session, row) for row in rows]
+                writes = _Writes()
+                delegations = (await self._delegations(session, min(r.received_at for r in rows))
+                               if rows else {})
+                outcomes = [await self._process(session, row, writes=writes,
+                                                delegations=delegations) for row in rows]
+                await self._flush(session, writes)
+                if rows:
+                    await session.execute(delete(_table(IntakeRow)).where(
+                        IntakeRow.id.in_([r.id for r in rows])))
             return outcomes
         except Conflict:
             return []
@@ -506,13 +541,19 @@ class Store:
             query = query.with_for_update(skip_locked=True)
         return list((await session.execute(query)).scalars().all())
 
-    async def _process(self, session: AsyncSession, row: IntakeRow) -> Outcome:
+    async def _process(self, session: AsyncSession, row: IntakeRow, *,
+                       writes: _Writes | None = None,
+                       delegations: dict[str, Delegation] | None = None) -> Outcome:
+        """Create the request ``row`` stands for (``writes``: the caller deletes the row
+        and flushes the writes; otherwise both happen here)."""
         data = json.loads(row.payload)
         cmd = Submit.model_validate(data["command"])
         policy = await self._load_policy(session, data["policy"])
         outcome = await self._create(session, cmd, policy=policy, request_id=row.id,
-                                     receipt=bool(data.get("receipt")))
-        await session.delete(row)
+                                     receipt=bool(data.get("receipt")),
+                                     delegations=delegations, writes=writes)
+        if writes is None:
+            await session.delete(row)
         return outcome
 
     async def _intake_failed(self, now: datetime, exc: Exception, *,
@@ -714,12 +755,16 @@ class Store:
     # ------------------------------------------------------------------ persistence
 
     async def _save(self, session: AsyncSession, version: int, outcome: Outcome, *,
-                    at: datetime, changed: bool = True, created: bool = False) -> None:
+                    at: datetime, changed: bool = True, created: bool = False,
+                    inserted: bool = False, writes: _Writes | None = None) -> None:
         """Write ``outcome``: the request, its assignments, audit entries, timers and
         outbox rows, with one statement per table (``created``: the request is new, so
-        it has no assignments to replace)."""
+        it has no assignments to replace; ``inserted``: its row already holds this state;
+        ``writes``: collect the rows instead, for :meth:`_flush`)."""
         request = outcome.request
-        if changed:
+        if changed and inserted:
+            await self._project_assignments(session, request, created=True, writes=writes)
+        elif changed:
             result = await session.execute(
                 update(_table(RequestRow))
                 .where(RequestRow.id == request.id, RequestRow.version == version)
@@ -729,7 +774,9 @@ class Store:
                 raise Conflict(request.ref)
             await self._project_assignments(session, request, created=created)
         audits = [e for e in outcome.effects if isinstance(e, Audit)]
-        if audits:
+        if audits and writes is not None:
+            writes.audits += [(request.ref, a.event, a.actor, a.data, at) for a in audits]
+        elif audits:
             await self._append(session, [(request.ref, a.event, a.actor, a.data) for a in audits],
                                at=at)
         timers: list[dict[str, Any]] = []
@@ -752,10 +799,27 @@ class Store:
             due = at + timedelta(seconds=self.home_delay)
             outbox += [_outbox_row(request.id, "home", {"user": user}, at=at, due=due)
                        for user in _people(request)]
+        if writes is not None:
+            writes.timers += timers
+            writes.outbox += outbox
+            return
         if timers:
             await session.execute(insert(_table(TimerRow)), timers)
         if outbox:
             await session.execute(insert(_table(OutboxRow)), outbox)
+
+    async def _flush(self, session: AsyncSession, writes: _Writes) -> None:
+        """Write what a batch of new requests collected: one statement per table, and the
+        audit entries chained in one go, each with its own time."""
+        if writes.assignments:
+            await session.execute(insert(_table(AssignmentRow)), writes.assignments)
+        if writes.audits:
+            await self._append(session, [a[:4] for a in writes.audits],
+                               at=writes.audits[0][4], ats=[a[4] for a in writes.audits])
+        if writes.timers:
+            await session.execute(insert(_table(TimerRow)), writes.timers)
+        if writes.outbox:
+            await session.execute(insert(_table(OutboxRow)), writes.outbox)
 
     @staticmethod
     def enqueue(session: AsyncSession, *, request_id: int | None, kind: str,
@@ -763,7 +827,8 @@ class Store:
         session.add(OutboxRow(**_outbox_row(request_id, kind, payload, at=at)))
 
     async def _project_assignments(self, session: AsyncSession, request: Request, *,
-                                   created: bool = False) -> None:
+                                   created: bool = False, writes: _Writes | None = None
+                                   ) -> None:
         if not created:
             await session.execute(delete(_table(AssignmentRow)).where(
                 AssignmentRow.request_id == request.id))
@@ -776,11 +841,14 @@ class Store:
             rows.append({"user_id": user, "request_id": request.id, "step": step.index,
                          "since": step.started_at or request.updated_at,
                          "principal": principal if principal != user else None})
+        if writes is not None and created:
+            writes.assignments += rows
+            return
         await session.execute(insert(_table(AssignmentRow)), rows)
 
     async def _append(self, session: AsyncSession,
                       items: Sequence[tuple[str | None, str, str, dict[str, Any]]], *,
-                      at: datetime) -> list[Entry]:
+                      at: datetime, ats: Sequence[datetime] | None = None) -> list[Entry]:
         """Append audit entries, chained to the head; the head row lock serialises writers."""
         head = _table(AuditHeadRow)
         seq, prev = (await session.execute(
@@ -788,10 +856,10 @@ class Store:
         )).one()
         entries: list[Entry] = []
         rows: list[dict[str, Any]] = []
-        for ref, event, actor, data in items:
+        for position, (ref, event, actor, data) in enumerate(items):
             seq += 1
             entry = make_entry(seq=seq, prev_hash=prev, request=ref, event=event, actor=actor,
-                               at=at, data=data)
+                               at=ats[position] if ats is not None else at, data=data)
             entries.append(entry)
             rows.append({"seq": entry.seq, "request": entry.request, "event": entry.event,
                          "actor": entry.actor, "at": entry.at,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +51,12 @@ CARD_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_
 
 class Permanent(Exception):
     """A delivery that can never succeed (bad data, missing scope, unknown user)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    requests: dict[int, Request]
+    cards: dict[tuple[int, int, str], CardRef]
 
 
 class Deliverer:
@@ -94,12 +101,16 @@ class Deliverer:
                 by_request[item.request_id].append(item)
         gate = asyncio.Semaphore(CONCURRENCY)
         sent: list[Sent] = []  # marked together after each round of sends
+        # the requests and their cards as the round starts, read once for all of it
+        known = _Known(*await self.store.for_delivery(
+            [r for r in by_request if r is not None]))
 
         async def one_request(group: list[OutboxItem]) -> None:
             async with gate:
                 mine: list[Sent] = []
                 for position, item in enumerate(group):
-                    if not await self._attempt(item, mine):
+                    # a request's first message; later ones read what it changed
+                    if not await self._attempt(item, mine, known=known if not position else None):
                         # keep the request's order: the rest waits for this one
                         await self.store.outbox_release([i.id for i in group[position + 1:]],
                                                         at=self.clock.now())
@@ -127,11 +138,12 @@ class Deliverer:
         await self.store.outbox_done_many(batch, at=self.clock.now())
 
     async def _attempt(self, item: OutboxItem, sent: list[Sent], *,
-                       also: list[OutboxItem] | None = None) -> bool:
+                       also: list[OutboxItem] | None = None, known: _Known | None = None
+                       ) -> bool:
         """Deliver ``item`` (noted in ``sent``); ``False`` when it is to be tried again
-        later."""
+        later. ``known``: the round's requests and cards, read as it started."""
         try:
-            done = await self._send(item)
+            done = await self._send(item, known)
         except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             return await self._failed(item, exc, also=also)
         except Permanent as exc:
@@ -169,7 +181,7 @@ class Deliverer:
 
     # ------------------------------------------------------------------ the calls
 
-    async def _send(self, item: OutboxItem
+    async def _send(self, item: OutboxItem, known: _Known | None = None
                     ) -> tuple[CardRef | None, tuple[str, str, dict[str, Any]] | None]:
         payload = item.payload
         if item.kind == "home":
@@ -183,11 +195,14 @@ class Deliverer:
             await self._post(item, user=str(payload["user"]), kwargs={
                 "text": cards.intake_failed_text(str(payload["ref"]), str(payload["reason"]))})
             return None, None
-        request = await self.store.get(item.request_id) if item.request_id else None
+        request = None
+        if item.request_id is not None:
+            request = known.requests.get(item.request_id) if known is not None else None
+            request = request or await self.store.get(item.request_id)
         if request is None:
             raise Permanent(f"request {item.request_id} is gone")
         if item.kind == "card":
-            return await self._card(item, request)
+            return await self._card(item, request, known)
         if item.kind == "update_cards":
             await self._update_cards(request, int(payload["step"]))
         elif item.kind == "notify":
@@ -210,15 +225,18 @@ class Deliverer:
             raise Permanent(f"unknown outbox kind {item.kind!r}")
         return None, None
 
-    async def _card(self, item: OutboxItem, request: Request
+    async def _card(self, item: OutboxItem, request: Request, known: _Known | None = None
                     ) -> tuple[CardRef | None, tuple[str, str, dict[str, Any]] | None]:
         step = request.steps[int(item.payload["step"])]
         user = str(item.payload["user"])
         if step.status is not StepStatus.PENDING:
             return None, None  # decided before its card went out: nobody needs it now
         message = cards.approval_card(request, step, viewer=user)
-        existing = next((c for c in await self.store.cards(request.id, step.index)
-                         if c.user == user), None)
+        if known is not None:
+            existing = known.cards.get((request.id, step.index, user))
+        else:
+            existing = next((c for c in await self.store.cards(request.id, step.index)
+                             if c.user == user), None)
         if existing is not None:  # a step handed back: their old card comes alive again
             await self.client.chat_update(channel=existing.channel, ts=existing.ts,
                                           **message.as_kwargs())

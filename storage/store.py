@@ -1003,6 +1003,22 @@ class Store:
             row = await session.get(RequestRow, request_id)
             return Request.model_validate_json(row.doc) if row else None
 
+    async def for_delivery(self, request_ids: Sequence[int]
+                           ) -> tuple[dict[int, Request], dict[tuple[int, int, str], CardRef]]:
+        """The requests, and the cards already sent for them, that a round of deliveries
+        needs: two statements in one snapshot instead of two per message."""
+        if not request_ids:
+            return {}, {}
+        ids = sorted(set(request_ids))
+        async with self.db.read() as session:
+            docs = (await session.execute(select(RequestRow.id, RequestRow.doc).where(
+                RequestRow.id.in_(ids)))).all()
+            cards = (await session.execute(select(CardRow).where(
+                CardRow.request_id.in_(ids)))).scalars().all()
+        return ({r.id: Request.model_validate_json(r.doc) for r in docs},
+                {(c.request_id, c.step, c.user_id): CardRef(c.request_id, c.step, c.user_id,
+                                                             c.channel, c.ts) for c in cards})
+
     async def home(self, user: str, *, waiting: int, mine: int
                    ) -> tuple[list[tuple[Request, Step]], int, list[Request], int]:
         """What ``user``'s App Home shows, in one snapshot: the first ``waiting`` steps

@@ -1082,8 +1082,6 @@ class Store:
         not ``homes``), and a person's are claimed all together: one publish, made after
         they were committed, shows everything each of them was queued for.
         """
-        from datetime import timedelta
-
         earlier = aliased(OutboxRow)
         # A request's messages go out in order: none before an earlier one of the same
         # request has gone (App Home refreshes excepted: they show whatever is current).
@@ -1091,34 +1089,38 @@ class Store:
             earlier.request_id == OutboxRow.request_id, earlier.status == "pending",
             earlier.kind != "home", earlier.id < OutboxRow.id).exists())
         due = (OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
+        table = _table(OutboxRow)
+        columns = (table.c.id, table.c.request_id, table.c.kind, table.c.payload,
+                   table.c.attempts, table.c.created_at)
         async with self.db.write(urgent=True) as session:
-            query = (select(OutboxRow)
+            query = (select(*columns)
                      .where(*due, OutboxRow.kind != "home",
                             or_(OutboxRow.request_id.is_(None), ~blocked))
                      .order_by(OutboxRow.id).limit(limit))
             if not self.db.sqlite:
                 query = query.with_for_update(skip_locked=True)
-            rows = list((await session.execute(query)).scalars().all())
+            rows = list((await session.execute(query)).all())
             if homes and len(rows) < limit:
                 waiting = (select(OutboxRow.payload).where(*due, OutboxRow.kind == "home")
-                         .order_by(OutboxRow.id).limit(limit - len(rows)))
+                           .order_by(OutboxRow.id).limit(limit - len(rows)))
                 people = set((await session.execute(waiting)).scalars().all())
                 if people:
                     # with all their later ones, due or not: the publish shows those too,
                     # so a busy person's Home goes out at most once per home_delay
-                    query = (select(OutboxRow)
+                    query = (select(*columns)
                              .where(OutboxRow.status == "pending", OutboxRow.kind == "home",
                                     OutboxRow.payload.in_(people))
                              .order_by(OutboxRow.id))
                     if not self.db.sqlite:
                         query = query.with_for_update(skip_locked=True)
-                    rows += (await session.execute(query)).scalars().all()
-            lease = now + timedelta(seconds=lease_seconds)
-            for row in rows:
-                row.attempts += 1
-                row.next_attempt_at = lease
-            items = [OutboxItem(r.id, r.request_id, r.kind, json.loads(r.payload), r.attempts,
-                                r.created_at) for r in rows]
+                    rows += (await session.execute(query)).all()
+            if rows:
+                await session.execute(
+                    update(table).where(table.c.id.in_([r.id for r in rows]))
+                    .values(attempts=table.c.attempts + 1,
+                            next_attempt_at=now + timedelta(seconds=lease_seconds)))
+            items = [OutboxItem(r.id, r.request_id, r.kind, json.loads(r.payload),
+                                r.attempts + 1, r.created_at) for r in rows]
         return items
 
     async def outbox_release(self, item_ids: Sequence[int], *, at: datetime) -> None:

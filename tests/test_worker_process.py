@@ -108,3 +108,19 @@ async def test_a_stopped_server_stops_its_worker_cleanly(server: Server) -> None
 
     assert not alive(worker)
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+async def test_inline_mode_runs_everything_in_one_process(slack: FakeSlack,
+                                                          tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    server = Server(slack=slack, workdir=tmp_path, policy=policy,
+                    extra_env={"APPROVALS_WORKER": "inline"})
+    await server.start()
+    try:
+        assert "PR-1" in ack_text(await server.command("U_ALICE", "$25,000 Desks"))
+        await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the card")
+        assert children(server.process.pid) == []  # type: ignore[union-attr]
+    finally:
+        server.stop()

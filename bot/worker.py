@@ -28,6 +28,8 @@ log = logging.getLogger("approvals.worker")
 
 RESTART_AFTER = 1.0  # seconds before a worker that died is started again
 STOP_WITHIN = 5.0  # seconds a worker has to finish its step when the server stops
+READY_WITHIN = 30.0  # seconds a new worker has to report that it is ready
+READY = b"ready"
 NICENESS = 5  # the worker yields the CPU to the server that answers Slack
 
 
@@ -38,6 +40,7 @@ class WorkerProcess:
         self.policy_path = policy_path
         self.process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._stopping = False
         self._woken = False
 
@@ -51,10 +54,28 @@ class WorkerProcess:
 
     async def _spawn(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.PIPE, env=os.environ.copy(),
-            start_new_session=True)  # a Ctrl-C at the terminal reaches it through us
-        log.info("worker started (pid %s)", self.process.pid)
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            env=os.environ.copy(), start_new_session=True)  # Ctrl-C reaches it through us
+        # Wait until it works (imports, schema check, policy): a server that takes
+        # requests before then would leave them waiting for cards meanwhile.
+        assert self.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.process.stdout.readline(), READY_WITHIN)
+        except TimeoutError:
+            line = b""
+        if line.strip() == READY:
+            log.info("worker started (pid %s)", self.process.pid)
+        else:
+            log.error("the worker (pid %s) did not report ready within %s s", self.process.pid,
+                      READY_WITHIN)
+        self._reader = asyncio.create_task(self._pass_on(self.process.stdout))
         self.wake()  # whatever is waiting already
+
+    @staticmethod
+    async def _pass_on(stdout: asyncio.StreamReader) -> None:
+        """Anything else the worker prints goes to the log (and never fills the pipe)."""
+        while line := await stdout.readline():
+            log.info("worker: %s", line.decode(errors="replace").rstrip())
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -89,6 +110,8 @@ class WorkerProcess:
         process = self.process
         if process is None or process.returncode is not None:
             return
+        if self._reader is not None:
+            self._reader.cancel()
         if process.stdin is not None:
             process.stdin.close()  # end of input: finish the step under way and stop
         try:
@@ -120,6 +143,8 @@ async def run_worker(runtime: Runtime) -> None:
         stop.set()
 
     await runtime.start_background()
+    sys.stdout.buffer.write(READY + b"\n")  # the server starts taking requests now
+    sys.stdout.buffer.flush()
     reading = asyncio.create_task(read_wakes(), name="worker-wakes")
     try:
         await stop.wait()

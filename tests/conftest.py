@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.standin.web_api import FakeSlack
 from bot.standin.workspace import Workspace
 from flows.policy import Policy, load_policy
 from storage.db import Database
@@ -95,6 +96,13 @@ def _fresh_pg_database() -> Iterator[str]:
         yield pg_database_url(name)
     finally:
         _pg_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """The Slack stand-in on a real local port (a test module may override it)."""
+    async with FakeSlack() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -30,12 +30,6 @@ BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*PR-1*"}}]
 HOME = {"type": "home", "blocks": BLOCKS}
 MODAL = {"type": "modal", "title": {"type": "plain_text", "text": "Reject PR-1"},
          "callback_id": "reject_reason", "blocks": BLOCKS}
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
 
 
 async def error_of(call: Awaitable[Any]) -> str:

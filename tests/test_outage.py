@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,12 +139,6 @@ def own_postgres() -> Iterator[OwnPostgres]:
     finally:
         instance.stop_now()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
 
 
 async def _create_database(instance: OwnPostgres, name: str) -> None:

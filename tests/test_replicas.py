@@ -57,12 +57,6 @@ def approvals(*args: str, database_url: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def replicas(pg_url: str, slack: FakeSlack, tmp_path: Path
                    ) -> AsyncIterator[tuple[Server, Server]]:
     upgraded = approvals("db", "upgrade", database_url=pg_url)

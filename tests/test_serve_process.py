@@ -19,12 +19,6 @@ from tests.process_support import SECRET, Server, clean_env, eventually
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def server(slack: FakeSlack, tmp_path: Path) -> AsyncIterator[str]:
     process = Server(slack=slack, workdir=tmp_path, policy=EXAMPLE_POLICY)
     await process.start()

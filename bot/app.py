@@ -57,6 +57,8 @@ FORM_FAILED = ("I couldn't open the request form. Try again, or request at once:
 CONFIRM_WITHIN = 2.2  # seconds a submission's write may take before we answer anyway
 UNCONFIRMED = ("I couldn't confirm your request in time; it may still go through. Check "
                "`/purchase list` in a minute before submitting it again.")
+CLICK_UNCONFIRMED = ("I couldn't confirm your approval in time; it may still count. The "
+                     "card shows the outcome in a moment: click again only if it does not.")
 TRY_AGAIN = ("The approvals database is not answering right now. Nothing was changed; "
              "try again in a moment.")
 
@@ -253,6 +255,8 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         await ack()
         if value is None:
             await refuse_unknown(body, client, respond, action.get("value"), "approve")
+        elif isinstance(failed, TimeoutError):  # its write may still land
+            await tell(body, client, CLICK_UNCONFIRMED, respond)
         elif failed is not None:
             if not isinstance(failed, ApprovalsError):
                 log.error("could not record an approve click: %s", failed)

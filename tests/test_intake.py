@@ -270,3 +270,37 @@ async def test_a_refused_click_whose_response_url_is_gone_is_told_by_dm(
     request = await ws.runtime.store.get(1)
     assert request is not None and request.current is not None
     assert request.current.index == 0  # nothing was decided
+
+
+async def test_a_click_not_confirmed_in_time_is_never_called_unchanged(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from bot import app as app_module
+    from bot.ids import ActionId
+
+    await create(ws, "U_ALICE", "€25,000 Desks for the new office")
+    card = ws.card("U_BOB", "PR-1")
+    store = ws.runtime.store
+    release = asyncio.Event()
+    write = store._clicks._write
+
+    async def slow(group: Any) -> Any:
+        await release.wait()
+        return await write(group)
+
+    monkeypatch.setattr(store._clicks, "_write", slow)
+    monkeypatch.setattr(app_module, "ANSWER_WITHIN", 0.05)
+
+    await ws.click("U_BOB", card, ActionId.APPROVE)
+
+    assert any("couldn't confirm" in a for a in ws.answers())
+    assert not any("Nothing was changed" in a for a in ws.answers())
+    release.set()
+    for _ in range(100):
+        if await store.clicks_waiting():
+            break
+        await asyncio.sleep(0)
+    await ws.settle()
+    request = await store.get(1)
+    assert request is not None and request.steps[0].decided_by == "U_BOB"

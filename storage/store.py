@@ -343,11 +343,7 @@ class Store:
         version = self.version_of(policy)
         draft = machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
         if draft.request.status is not RequestStatus.PENDING:
-            async with self.db.write(urgent=True) as session:
-                request_id = await self._allocate(session)
-                created = await self._create(session, cmd, policy=policy,
-                                             request_id=request_id, source=source,
-                                             receipt=receipt)
+            created = await self.submit(cmd, policy=policy, source=source, receipt=receipt)
             return Received(created.request, queued=False, outcome=created)
         return Received(await self._arrivals(_Arrival(cmd, policy, source, receipt)),
                         queued=True)
@@ -1175,9 +1171,6 @@ class Store:
             rows = (await session.execute(
                 select(OutboxRow.status, func.count()).group_by(OutboxRow.status))).all()
         return {status: int(count) for status, count in rows}
-
-    async def _save_card(self, session: AsyncSession, card: CardRef, *, at: datetime) -> None:
-        await self._save_cards(session, [card], at=at)
 
     async def _save_cards(self, session: AsyncSession, cards: Sequence[CardRef], *,
                           at: datetime) -> None:

@@ -193,6 +193,29 @@ async def test_outbox_lease_and_delivery_record(store: Store, policy: Policy) ->
     assert [e.event for e in await store.audit_for(request.id)] == ["submitted", "card_sent"]
 
 
+async def test_a_claim_reads_past_app_home_refreshes_waiting_in_thousands(
+        store: Store, policy: Policy) -> None:
+    """During a burst App Home refreshes pile up (they go last); taking the next cards must
+    not read them all: the claim goes through the partial index of messages to people."""
+    first = (await store.submit(submit_cmd(9000), policy=policy)).request
+    async with store.db.write() as session:
+        for n in range(3000):
+            Store.enqueue(session, request_id=first.id, kind="home",
+                          payload={"user": f"U_{n}"}, at=T0)
+    second = (await store.submit(submit_cmd(9500, at_offset=1), policy=policy)).request
+    claimed = await store.claim_outbox(T0 + timedelta(seconds=1), homes=False)
+    assert [(i.request_id, i.kind) for i in claimed] == [(first.id, "card"),
+                                                         (second.id, "card")]
+    if store.db.sqlite:
+        async with store.db.read() as session:
+            compiled = store._claim_people.compile(dialect=store.db.engine.dialect)
+            connection = await session.connection()
+            plan = (await connection.exec_driver_sql(
+                f"EXPLAIN QUERY PLAN {compiled}", ("2030-01-01 00:00:00", 50))).all()
+        assert any("USING INDEX ix_outbox_people" in row[-1] for row in plan), plan
+        assert not any("ix_outbox_due" in row[-1] for row in plan), plan
+
+
 async def test_verify_names_the_first_changed_removed_or_reordered_entry(
         store: Store, policy: Policy) -> None:
     request = (await store.submit(submit_cmd(120000), policy=policy)).request

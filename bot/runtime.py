@@ -12,7 +12,6 @@ background task: its opinion, or a note when it fails, updates the cards later.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bot.advisor_llm import FAILED, AdvisorUnavailable, LlmAdvisor
 from bot.clock import Clock, SystemClock
-from bot.delivery import Deliverer
+from bot.delivery import BATCH, Deliverer
 from bot.settings import ConfigError, Settings
 from flows.advisor import Opinion, rules_advice
 from flows.machine import Outcome
@@ -42,6 +41,10 @@ from storage.store import Received, Store
 log = logging.getLogger("approvals.runtime")
 
 TIMER_BATCH = 100
+# New requests created ahead of delivery, at most: beyond it creation waits for the next
+# round of cards, so the intake fills and acknowledgements slow (storage.store.INTAKE_HOLD)
+# instead of cards falling behind their acknowledgements.
+AHEAD_MAX = 2 * BATCH
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 # An outage is logged as one line a second, not a traceback a second.
 DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
@@ -87,7 +90,11 @@ class Runtime:
         # set when background work runs in another process (bot.worker): wakes it
         self.notify: Callable[[], None] | None = None
         self._scheduler: AsyncIOScheduler | None = None
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainers: list[asyncio.Task[None]] = []
+        self._deliver = asyncio.Event()  # the outbox may have something new
+        self._busy = False  # clicks or new requests are being processed
+        self._ahead = 0  # requests created since delivery last caught up (AHEAD_MAX)
+        self._room = asyncio.Event()  # set when delivery has caught up a little
         self._prepared = False
         self._http: aiohttp.ClientSession | None = None
 
@@ -216,31 +223,59 @@ class Runtime:
     def wake(self) -> None:
         """Deliver the outbox now (after a listener's commit), here or in the worker."""
         self._wake.set()
+        self._deliver.set()
         if self.notify is not None:
             self.notify()
 
-    async def _drain_loop(self) -> None:
-        """Clicks, new requests, then the outbox, a batch of each in turn while any has work;
-        then wait for :meth:`wake` (a commit here or in the server) or the next tick."""
+    async def _work_loop(self) -> None:
+        """Clicks and new requests, a batch of each in turn while either has work; then
+        wait for :meth:`wake` (a commit here or in the server) or the next tick. Delivery
+        runs beside it (:meth:`_delivery_loop`): while cards wait on Slack, this goes on."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 while True:
                     clicked = await self.store.process_clicks()
+                    while self._ahead >= AHEAD_MAX:
+                        self._room.clear()
+                        await self._room.wait()
                     outcomes = await self.store.process_intake(self.clock.now())
+                    self._ahead += len(outcomes)
                     for outcome in outcomes:
                         self.submitted(outcome)
-                    # App Homes wait while clicks and new requests do: cards and notices first
-                    busy = bool(clicked or outcomes)
-                    sent = await self.deliverer.drain(max_rounds=1, homes=not busy)
-                    if not busy and not sent:
+                    self._busy = bool(clicked or outcomes)
+                    if not self._busy:
                         break
+                    self._deliver.set()
                     await asyncio.sleep(0)
             except DATABASE_DOWN as exc:
                 log.warning("background: the database is not answering (%s)", _one_line(exc))
             except Exception:
                 log.exception("background work failed; the next tick retries")
+            finally:
+                self._busy = False
+            self._deliver.set()  # App Homes may go now
+
+    async def _delivery_loop(self) -> None:
+        """Deliver the outbox, a round at a time, whenever there may be something new;
+        App Homes wait while clicks and new requests are being processed: cards first."""
+        while True:
+            await self._deliver.wait()
+            self._deliver.clear()
+            try:
+                sent = 1
+                while sent:  # each round waits on Slack: the work loop goes on meanwhile
+                    sent = await self.deliverer.drain(max_rounds=1, homes=not self._busy)
+                    self._ahead = max(0, self._ahead - sent) if sent else 0
+                    self._room.set()
+            except DATABASE_DOWN as exc:
+                log.warning("delivery: the database is not answering (%s)", _one_line(exc))
+            except Exception:
+                log.exception("delivery failed; the next tick retries")
+            finally:
+                self._ahead = 0  # nothing to deliver now (or it failed): creation goes on
+                self._room.set()
 
     async def _timers(self) -> None:
         """Once a second: end delegations that ran out, fire due timers, deliver."""
@@ -253,7 +288,8 @@ class Runtime:
                           misfire_grace_time=5, id="tick")
         scheduler.start()
         self._scheduler = scheduler
-        self._drainer = asyncio.create_task(self._drain_loop(), name="outbox-drain")
+        self._drainers = [asyncio.create_task(self._work_loop(), name="intake"),
+                          asyncio.create_task(self._delivery_loop(), name="outbox-drain")]
         self.wake()  # whatever an earlier process left behind
 
     async def close(self) -> None:
@@ -264,10 +300,10 @@ class Runtime:
             await self.llm.close()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        if self._drainer is not None:
-            self._drainer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drainer
+        for task in self._drainers:
+            task.cancel()
+        await asyncio.gather(*self._drainers, return_exceptions=True)
+        self._drainers = []
         if self._http is not None:
             await self._http.close()
         await self.db.close()

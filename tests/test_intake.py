@@ -10,7 +10,7 @@ queued within ``APPROVALS_HOME_REFRESH_SECONDS`` are published once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -304,3 +304,56 @@ async def test_a_click_not_confirmed_in_time_is_never_called_unchanged(
     await ws.settle()
     request = await store.get(1)
     assert request is not None and request.steps[0].decided_by == "U_BOB"
+
+
+async def test_creation_runs_ahead_of_delivery_only_so_far(ws: Workspace) -> None:
+    """In the background, requests are created while their cards wait on Slack, but at
+    most ``AHEAD_MAX`` (plus one batch) ahead of them: beyond that the intake fills, so
+    acknowledgements slow down, instead of cards falling behind their acknowledgements.
+    When Slack answers again, every card goes out, once."""
+    import asyncio
+    import time
+    from decimal import Decimal
+
+    from bot import runtime as runtime_module
+    from flows.machine import Submit
+
+    store, policy = ws.runtime.store, ws.runtime.policy
+    total = 300
+    for n in range(total):
+        await store.receive(Submit(requester="U_ALICE", amount=Decimal(25_000 + n),
+                                   currency="USD", purpose=f"Desks {n}", at=ws.clock.now()),
+                            policy=policy)
+    ws.slack.stall("chat.postMessage", times=10_000)  # posted, but no answer comes back
+
+    async def created() -> int:
+        return total - await store.intake_waiting()
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not await check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    await ws.runtime.start_background()
+    ahead = runtime_module.AHEAD_MAX
+
+    async def parked() -> bool:
+        return (await created() >= ahead and bool(ws.slack.calls("chat.postMessage"))
+                and not ws.runtime._room.is_set())
+
+    await until(parked, "creation to wait for the stalled round of cards")
+    for _ in range(25):  # a while longer: nothing more is created
+        await asyncio.sleep(0.02)
+    assert ahead <= await created() <= ahead + store_module.INTAKE_BATCH
+    assert len(ws.cards_of("U_BOB")) < await created()
+
+    ws.slack.heal()
+
+    async def delivered() -> bool:
+        return await created() == total and len(ws.cards_of("U_BOB")) == total
+
+    await until(delivered, "every request and its card")
+    refs = [(m.get("metadata") or {}).get("event_payload", {}).get("request")
+            for m in ws.cards_of("U_BOB")]
+    assert sorted(refs) == list(range(1, total + 1))  # each card once

@@ -200,6 +200,12 @@ class Store:
         # holding it keeps its id from being reused.
         self._versions: dict[int, tuple[Policy, str]] = {}
         self._claim_people = _claim_people(sqlite=db.sqlite)
+        # one statement for any number of cards (executemany): compiled once
+        table = _table(CardRow)
+        upsert = sqlite_insert(table) if db.sqlite else pg_insert(table)
+        self._upsert_card = upsert.on_conflict_do_update(
+            index_elements=[table.c.request_id, table.c.step, table.c.user_id],
+            set_={"channel": upsert.excluded.channel, "ts": upsert.excluded.ts})
 
     # ------------------------------------------------------------------ policies
 
@@ -307,13 +313,14 @@ class Store:
         version = await self._ensure_policy(session, policy, source=source, at=cmd.at)
         request = planned.request
         # inserted as it is: the request, its document and version 1, in one statement
-        await session.execute(insert(_table(RequestRow)).values(
-            id=request.id, requester=request.requester, status=request.status.value,
-            vendor=request.vendor, vendor_key=vendor_key(request.vendor),
-            cost_center=request.cost_center, currency=request.currency,
-            base_amount_cents=_cents(request.base_amount), policy_hash=version,
-            created_at=cmd.at, updated_at=request.updated_at, version=1,
-            doc=request.model_dump_json()))
+        # (parameters apart from the statement: it is compiled once, not per request)
+        await session.execute(insert(_table(RequestRow)), {
+            "id": request.id, "requester": request.requester, "status": request.status.value,
+            "vendor": request.vendor, "vendor_key": vendor_key(request.vendor),
+            "cost_center": request.cost_center, "currency": request.currency,
+            "base_amount_cents": _cents(request.base_amount), "policy_hash": version,
+            "created_at": cmd.at, "updated_at": request.updated_at, "version": 1,
+            "doc": request.model_dump_json()})
         outcome = Outcome(request, planned.effects, planned.refusal)
         await self._save(session, 0, outcome, at=cmd.at, created=True, inserted=True,
                          writes=writes)
@@ -1173,11 +1180,7 @@ class Store:
         values = [{"request_id": c.request_id, "step": c.step, "user_id": c.user,
                    "channel": c.channel, "ts": c.ts, "created_at": at}
                   for c in latest.values()]
-        statement = (sqlite_insert(CardRow) if self.db.sqlite else pg_insert(CardRow)
-                     ).values(values)
-        await session.execute(statement.on_conflict_do_update(
-            index_elements=[CardRow.request_id, CardRow.step, CardRow.user_id],
-            set_={"channel": statement.excluded.channel, "ts": statement.excluded.ts}))
+        await session.execute(self._upsert_card, values)
 
     async def cards(self, request_id: int, step: int | None = None) -> list[CardRef]:
         async with self.db.read() as session:

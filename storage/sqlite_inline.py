@@ -26,7 +26,7 @@ from typing import Any
 
 BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
 # longest pause between tries: the server and its worker hand the lock back and forth
-MAX_PAUSE = 0.004
+MAX_PAUSE = 0.001
 
 
 class _Clock:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,14 @@ MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
 UNKNOWN_STEP = "This card is out of date: the approval step it was for no longer exists."
-INTAKE_BATCH = 8  # requests created, or clicks decided, per transaction (SQLite): short locks
+INTAKE_BATCH = 16  # requests created, or clicks decided, per transaction at most (SQLite)
+# ... and for at most this long (seconds of work inside the transaction): SQLite has one
+# writer at a time, and the server's writes (submissions and clicks, recorded before they
+# are acknowledged) wait for the worker's. Many per commit when each is quick, few when not;
+# clicks are answered at once, so their turns are the shortest (submissions are held back
+# while the intake is behind anyway: INTAKE_HOLD).
+CLICK_BUDGET = 0.003
+CREATE_BUDGET = 0.012
 INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is behind
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
 log = logging.getLogger("approvals.store")
@@ -428,9 +436,14 @@ class Store:
         try:
             async with self.db.write() as session:
                 rows = await self._due_clicks(session, batch)
-                for row in rows:
+                started = time.perf_counter()
+                decided = 0
+                for row in rows:  # the rest, if the budget runs out, in the next one
                     await self._decide(session, row)
-            return len(rows)
+                    decided += 1
+                    if time.perf_counter() - started >= CLICK_BUDGET:
+                        break
+            return decided
         except Conflict:
             return 0
         except Exception as exc:
@@ -507,12 +520,17 @@ class Store:
                 writes = _Writes()
                 delegations = (await self._delegations(session, min(r.received_at for r in rows))
                                if rows else {})
-                outcomes = [await self._process(session, row, writes=writes,
-                                                delegations=delegations) for row in rows]
+                started = time.perf_counter()
+                outcomes = []
+                for waiting in rows:  # the rest, if the budget runs out, in the next one
+                    outcomes.append(await self._process(session, waiting, writes=writes,
+                                                        delegations=delegations))
+                    if time.perf_counter() - started >= CREATE_BUDGET:
+                        break
                 await self._flush(session, writes)
-                if rows:
+                if outcomes:
                     await session.execute(delete(_table(IntakeRow)).where(
-                        IntakeRow.id.in_([r.id for r in rows])))
+                        IntakeRow.id.in_([o.request.id for o in outcomes])))
             return outcomes
         except Conflict:
             return []

@@ -357,3 +357,41 @@ async def test_creation_runs_ahead_of_delivery_only_so_far(ws: Workspace) -> Non
     refs = [(m.get("metadata") or {}).get("event_payload", {}).get("request")
             for m in ws.cards_of("U_BOB")]
     assert sorted(refs) == list(range(1, total + 1))  # each card once
+
+
+@pytest.mark.parametrize("budget", [0.0, 60.0])
+async def test_a_transaction_takes_as_many_as_its_time_budget_allows(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch, budget: float) -> None:
+    """On SQLite the worker's writes keep the server's waiting: a transaction creates
+    requests (or decides clicks) until its budget is spent, at least one, at most a batch;
+    what it leaves is taken by the next one, nothing twice."""
+    from decimal import Decimal
+
+    from flows.machine import Submit
+
+    monkeypatch.setattr(store_module, "CREATE_BUDGET", budget)
+    monkeypatch.setattr(store_module, "CLICK_BUDGET", budget)
+    store, policy = ws.runtime.store, ws.runtime.policy
+    for n in range(5):
+        await store.receive(Submit(requester="U_ALICE", amount=Decimal(25_000 + n),
+                                   currency="USD", purpose=f"Desks {n}", at=ws.clock.now()),
+                            policy=policy)
+    per_transaction = 1 if budget == 0 and store.db.sqlite else 5
+    created = await store.process_intake(ws.clock.now())
+    assert len(created) == (per_transaction if store.db.sqlite else 1)
+    while await store.intake_waiting():
+        created += await store.process_intake(ws.clock.now())
+    assert [o.request.ref for o in created] == [f"PR-{n}" for n in range(1, 6)]
+
+    for number in range(1, 6):
+        await store.receive_click(number, 0, actor="U_BOB", at=ws.clock.now(),
+                                  response_url=None)
+    decided = [await store.process_clicks()]
+    assert decided == [per_transaction if store.db.sqlite else 1]
+    while await store.clicks_waiting():
+        decided.append(await store.process_clicks())
+    assert sum(decided) == 5
+    for number in range(1, 6):
+        request = await store.get(number)
+        assert request is not None and request.current is not None
+        assert request.current.index == 1  # approved once, by the manager: now Finance

@@ -97,7 +97,7 @@ INTAKE_BATCH = 16  # requests created, or clicks decided, per transaction at mos
 # are acknowledged) wait for the worker's. Many per commit when each is quick, few when not;
 # clicks are answered at once, so their turns are the shortest (submissions are held back
 # while the intake is behind anyway: INTAKE_HOLD).
-CLICK_BUDGET = 0.003
+CLICK_BUDGET = 0.006
 CREATE_BUDGET = 0.012
 INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is behind
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up

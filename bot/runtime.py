@@ -44,7 +44,7 @@ TIMER_BATCH = 100
 # New requests created ahead of delivery, at most: beyond it creation waits for the next
 # round of cards, so the intake fills and acknowledgements slow (storage.store.INTAKE_HOLD)
 # instead of cards falling behind their acknowledgements.
-AHEAD_MAX = 2 * BATCH
+AHEAD_MAX = BATCH
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 # An outage is logged as one line a second, not a traceback a second.
 DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)

@@ -94,7 +94,7 @@ class Runtime:
         self._deliver = asyncio.Event()  # the outbox may have something new
         self._busy = False  # clicks or new requests are being processed
         self._ahead = 0  # requests created since delivery last caught up (AHEAD_MAX)
-        self._room = asyncio.Event()  # set when delivery has caught up a little
+        self._room = asyncio.Event()  # set when delivery has caught up a little, or on wake
         self._prepared = False
         self._http: aiohttp.ClientSession | None = None
 
@@ -224,6 +224,7 @@ class Runtime:
         """Deliver the outbox now (after a listener's commit), here or in the worker."""
         self._wake.set()
         self._deliver.set()
+        self._room.set()  # a click may be waiting, even while new requests wait for delivery
         if self.notify is not None:
             self.notify()
 
@@ -237,13 +238,16 @@ class Runtime:
             try:
                 while True:
                     clicked = await self.store.process_clicks()
-                    while self._ahead >= AHEAD_MAX:
-                        self._room.clear()
+                    outcomes: list[Outcome] = []
+                    if self._ahead < AHEAD_MAX:
+                        outcomes = await self.store.process_intake(self.clock.now())
+                        self._ahead += len(outcomes)
+                        for outcome in outcomes:
+                            self.submitted(outcome)
+                    elif not clicked:  # delivery is a round behind: new requests wait for
+                        self._room.clear()  # it to catch up (or for a wake: a click)
                         await self._room.wait()
-                    outcomes = await self.store.process_intake(self.clock.now())
-                    self._ahead += len(outcomes)
-                    for outcome in outcomes:
-                        self.submitted(outcome)
+                        continue
                     self._busy = bool(clicked or outcomes)
                     if not self._busy:
                         break
@@ -267,7 +271,7 @@ class Runtime:
                 sent = 1
                 while sent:  # each round waits on Slack: the work loop goes on meanwhile
                     sent = await self.deliverer.drain(max_rounds=1, homes=not self._busy)
-                    self._ahead = max(0, self._ahead - sent) if sent else 0
+                    self._ahead = max(0, self._ahead - sent)
                     self._room.set()
             except DATABASE_DOWN as exc:
                 log.warning("delivery: the database is not answering (%s)", _one_line(exc))

@@ -428,10 +428,10 @@ class Store:
 
     async def process_clicks(self, *, limit: int = INTAKE_BATCH) -> int:
         """Decide the recorded clicks, oldest first, each in the transaction that deletes
-        it: up to ``limit`` per transaction on SQLite, one on PostgreSQL (``SKIP
-        LOCKED``). A refusal (not an assignee, already decided, no such request) is audited
-        and told to the clicker: ephemeral through the click's ``response_url``, else by
-        DM. Returns how many clicks were handled."""
+        it: up to ``limit`` per transaction on SQLite (fewer once :data:`CLICK_BUDGET` is
+        spent), one on PostgreSQL (``SKIP LOCKED``). A refusal (not an assignee, already
+        decided, no such request) is audited and told to the clicker: ephemeral through the
+        click's ``response_url``, else by DM. Returns how many clicks were handled."""
         batch = limit if self.db.sqlite else 1
         try:
             async with self.db.write() as session:
@@ -504,7 +504,8 @@ class Store:
     async def process_intake(self, now: datetime, *, limit: int = INTAKE_BATCH
                              ) -> list[Outcome]:
         """Create the requests waiting in the intake, oldest first: up to ``limit`` in one
-        transaction on SQLite (one commit for all), one per transaction on PostgreSQL
+        transaction on SQLite (one commit for all; fewer once :data:`CREATE_BUDGET` is
+        spent, the rest in the next one), one per transaction on PostgreSQL
         (replicas take different rows, ``SKIP LOCKED``, and never hold many locks).
 
         A row that fails is retried alone, with a back-off; one that cannot become a

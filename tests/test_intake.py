@@ -348,6 +348,18 @@ async def test_creation_runs_ahead_of_delivery_only_so_far(ws: Workspace) -> Non
     assert ahead <= await created() <= ahead + store_module.INTAKE_BATCH
     assert len(ws.cards_of("U_BOB")) < await created()
 
+    # clicks are still decided meanwhile; new requests still wait
+    await store.receive_click(1, 0, actor="U_BOB", at=ws.clock.now(), response_url=None)
+    ws.runtime.wake()
+
+    async def decided() -> bool:
+        request = await store.get(1)
+        return request is not None and request.current is not None \
+            and request.current.index == 1
+
+    await until(decided, "the click to be decided while new requests wait")
+    assert await created() <= ahead + store_module.INTAKE_BATCH
+
     ws.slack.heal()
 
     async def delivered() -> bool:

@@ -421,6 +421,13 @@ class Store:
                  "response_url": c.response_url} for c in group])
         return [None] * len(group)
 
+    async def _any(self, row: type[Base]) -> bool:
+        """Whether ``row``'s table has a row at all (a read: no lock taken)."""
+        table = _table(row)
+        async with self.db.read() as session:
+            return (await session.execute(
+                select(table.c.id).limit(1))).first() is not None
+
     async def clicks_waiting(self) -> int:
         async with self.db.read() as session:
             return int((await session.execute(
@@ -433,6 +440,8 @@ class Store:
         decided, no such request) is audited and told to the clicker: ephemeral through the
         click's ``response_url``, else by DM. Returns how many clicks were handled."""
         batch = limit if self.db.sqlite else 1
+        if not await self._any(ClickRow):
+            return 0  # no write transaction (on SQLite, the lock) for nothing
         try:
             async with self.db.write() as session:
                 rows = await self._due_clicks(session, batch)
@@ -514,6 +523,8 @@ class Store:
         """
         batch = limit if self.db.sqlite else 1
         taken = 0
+        if not await self._any(IntakeRow):
+            return []  # no write transaction (on SQLite, the lock) for nothing
         try:
             async with self.db.write() as session:
                 rows = await self._due_intake(session, now, batch)

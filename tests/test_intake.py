@@ -407,3 +407,22 @@ async def test_a_transaction_takes_as_many_as_its_time_budget_allows(
         request = await store.get(number)
         assert request is not None and request.current is not None
         assert request.current.index == 1  # approved once, by the manager: now Finance
+
+
+async def test_empty_queues_take_no_write_lock(ws: Workspace,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker looks at both queues after every wake; when they are empty that must not
+    cost a write transaction (on SQLite: the one lock the server's writes wait for)."""
+    store = ws.runtime.store
+    writes = 0
+    write = store.db.write
+
+    def counted(**kwargs: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        return write(**kwargs)
+
+    monkeypatch.setattr(store.db, "write", counted)
+    assert await store.process_clicks() == 0
+    assert await store.process_intake(ws.clock.now()) == []
+    assert writes == 0

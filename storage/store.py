@@ -30,6 +30,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -1131,10 +1132,14 @@ class Store:
                 people = set((await session.execute(waiting)).scalars().all())
                 if people:
                     # with all their later ones, due or not: the publish shows those too,
-                    # so a busy person's Home goes out at most once per home_delay
+                    # so a busy person's Home goes out at most once per home_delay. Not
+                    # those another replica holds (tried, with a lease running): they are
+                    # its to publish.
                     query = (select(*columns)
                              .where(OutboxRow.status == "pending", OutboxRow.kind == "home",
-                                    OutboxRow.payload.in_(people))
+                                    OutboxRow.payload.in_(people),
+                                    or_(OutboxRow.attempts == 0,
+                                        OutboxRow.next_attempt_at <= now))
                              .order_by(OutboxRow.id))
                     if not self.db.sqlite:
                         query = query.with_for_update(skip_locked=True)

@@ -193,6 +193,25 @@ async def test_outbox_lease_and_delivery_record(store: Store, policy: Policy) ->
     assert [e.event for e in await store.audit_for(request.id)] == ["submitted", "card_sent"]
 
 
+async def test_a_persons_home_refreshes_leased_elsewhere_are_not_claimed_again(
+        store: Store) -> None:
+    """A person's refreshes are claimed together, due or not -- but not one that another
+    replica already holds under its lease: that one is its to publish."""
+    async with store.db.write() as session:
+        Store.enqueue(session, request_id=None, kind="home", payload={"user": "U_X"}, at=T0)
+    held = await store.claim_outbox(T0)  # replica A: leased for 30 s
+    assert [i.kind for i in held] == ["home"]
+    async with store.db.write() as session:
+        Store.enqueue(session, request_id=None, kind="home", payload={"user": "U_X"},
+                      at=T0 + timedelta(seconds=1))
+        session.add(OutboxRow(request_id=None, kind="home", payload='{"user": "U_X"}',
+                              status="pending", attempts=0, created_at=T0,
+                              next_attempt_at=T0 + timedelta(seconds=3)))  # not yet due
+    later = await store.claim_outbox(T0 + timedelta(seconds=1))  # replica B
+    assert held[0].id not in [i.id for i in later]
+    assert [i.attempts for i in later] == [1, 1]  # the due one, and the one not yet due
+
+
 async def test_a_claim_reads_past_app_home_refreshes_waiting_in_thousands(
         store: Store, policy: Policy) -> None:
     """During a burst App Home refreshes pile up (they go last); taking the next cards must

@@ -1,13 +1,20 @@
 """Block Kit builders: domain objects in, Slack messages and views out. Pure functions.
 
 Each builder takes :mod:`flows.model` values (never a database session or a client) and
-returns what Slack needs, built with :mod:`slack_sdk.models` so Slack's limits are checked
-by the models before anything is sent:
+returns what Slack needs:
 
-* messages -- :func:`approval_card`, :func:`outcome_dm`, :func:`reminder_dm` -- as a
-  :class:`Message` (``blocks`` plus the plain ``text`` fallback Slack shows in notifications);
-* views -- :func:`request_modal`, :func:`reject_modal`, :func:`home_view` -- as the ``view``
-  dict for ``views.open`` / ``views.publish``;
+* messages -- :func:`approval_card`, :func:`question_dm`, :func:`answer_reply`,
+  :func:`outcome_dm`, :func:`reminder_dm` -- as a :class:`Message` (``blocks`` plus the plain
+  ``text`` fallback Slack shows in notifications). They are on the hot path (every card sent
+  or updated), so their blocks are plain dicts from :mod:`bot.blocks`, with no validation at
+  run time: every text is clipped to Slack's limit for its place instead, and the tests
+  parse every block back through :mod:`slack_sdk.models` (``Block.parse(b).to_dict() == b``),
+  which checks the structure and the limits slack_sdk knows;
+* views -- :func:`request_modal`, :func:`reject_modal`, :func:`ask_modal`,
+  :func:`answer_modal`, :func:`home_view` -- as the ``view`` dict for ``views.open`` /
+  ``views.publish``, built with :class:`slack_sdk.models.views.View`, whose ``to_dict()``
+  checks Slack's limits on every block before anything is sent (the App Home's blocks are
+  :mod:`bot.blocks` dicts, shared with the cards, which the ``View`` parses and checks);
 * answers to ``/purchase`` -- :func:`submitted_text`, :func:`status_text`, :func:`list_text`
   -- as mrkdwn strings.
 
@@ -24,12 +31,6 @@ from typing import Any
 
 from babel.numbers import get_currency_name
 from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    DividerBlock,
-    HeaderBlock,
     InputBlock,
     MarkdownTextObject,
     Option,
@@ -39,17 +40,24 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from bot.blocks import (
+    FIELD_TEXT,
+    SECTION_TEXT,
+    Block,
+    actions,
+    button,
+    context,
+    divider,
+    header,
+    section,
+)
 from bot.ids import ActionId, CallbackId, InputId, RejectMetadata, RequestModalMetadata, StepValue
 from bot.text import clip, duration_words, escape, quote, safe, user, users, when
 from flows.machine import SYSTEM, Notice
 from flows.model import Advice, Flag, Request, RequestStatus, Step, StepStatus
 
-# Slack's limits, in characters (https://api.slack.com/reference/block-kit/blocks).
-SECTION_TEXT = 3000
-FIELD_TEXT = 2000
-CONTEXT_TEXT = 2000
-HEADER_TEXT = 150
-BUTTON_TEXT = 75
+# Slack's limits, in characters (https://api.slack.com/reference/block-kit/blocks); those of
+# the blocks in messages (SECTION_TEXT, FIELD_TEXT, ...) are in bot.blocks, which clips to them.
 OPTION_TEXT = 75
 VIEW_TITLE = 24
 VIEW_BLOCKS = 100
@@ -73,23 +81,15 @@ class Message:
     """A message to post or update: ``blocks`` and the notification fallback ``text``."""
 
     text: str
-    blocks: list[dict[str, Any]]
+    blocks: list[Block]
 
     def as_kwargs(self) -> dict[str, Any]:
         """``chat.postMessage`` / ``chat.update`` keyword arguments."""
         return {"text": self.text, "blocks": self.blocks}
 
 
-def _message(text: str, blocks: Sequence[Block]) -> Message:
-    return Message(text=clip(text, FALLBACK_TEXT), blocks=[b.to_dict() for b in blocks])
-
-
-def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=clip(text, SECTION_TEXT)))
-
-
-def _context(text: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=clip(text, CONTEXT_TEXT))])
+def _message(text: str, blocks: list[Block]) -> Message:
+    return Message(text=clip(text, FALLBACK_TEXT), blocks=blocks)
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -132,18 +132,13 @@ def describe(request: Request) -> str:
     return f"❌ rejected{by}: {reason}"
 
 
-def _decision_buttons(request: Request, step: Step) -> ActionsBlock:
+def _decision_buttons(request: Request, step: Step) -> Block:
     value = StepValue(request_id=request.id, step=step.index).encode()
-    buttons = [
-        ButtonElement(text="Approve", action_id=ActionId.APPROVE.value, value=value,
-                      style="primary"),
-        ButtonElement(text="Reject", action_id=ActionId.REJECT.value, value=value,
-                      style="danger"),
-    ]
-    if step.open_question is None:
-        buttons.append(ButtonElement(text="Ask a question",
-                                     action_id=ActionId.REQUEST_INFO.value, value=value))
-    return ActionsBlock(elements=buttons)
+    approve = button("Approve", ActionId.APPROVE.value, value, style="primary")
+    reject = button("Reject", ActionId.REJECT.value, value, style="danger")
+    if step.open_question is not None:
+        return actions(approve, reject)
+    return actions(approve, reject, button("Ask a question", ActionId.REQUEST_INFO.value, value))
 
 
 def decider(step: Step) -> str:
@@ -161,7 +156,7 @@ def _questions(step: Step) -> list[Block]:
             text += f"\n💬 Answer:\n{quote(safe(question.answer, 1500))}"
         elif step.status is StepStatus.PENDING:
             text += "\n_Waiting for the requester's answer; reminders are paused._"
-        blocks.append(_section(text))
+        blocks.append(section(text))
     return blocks
 
 
@@ -217,36 +212,32 @@ def approval_card(request: Request, step: Step, *, viewer: str | None) -> Messag
     The same builder renders the card after the step is decided, cancelled or escalated,
     so every copy of a step's card can be updated in place.
     """
-    blocks: list[Block] = [HeaderBlock(text=clip(f"{request.ref} · Purchase approval",
-                                                 HEADER_TEXT))]
-    fields = [
-        MarkdownTextObject(text=f"*Amount*\n{_amount(request)}"),
-        MarkdownTextObject(text=f"*Requested by*\n{user(request.requester)}"),
-        MarkdownTextObject(text=f"*Vendor*\n{safe(request.vendor or '—', FIELD_TEXT - 20)}"),
-        MarkdownTextObject(
-            text=f"*Cost center*\n{safe(request.cost_center or '—', FIELD_TEXT - 20)}"),
-        MarkdownTextObject(text=f"*Level*\n{step_label(request, step)}"),
-        MarkdownTextObject(text=f"*Submitted*\n{when(request.created_at)}"),
+    blocks = [
+        header(f"{request.ref} · Purchase approval"),
+        section(f"{user(request.requester)} requests *{_amount(request)}*", fields=[
+            f"*Amount*\n{_amount(request)}",
+            f"*Requested by*\n{user(request.requester)}",
+            f"*Vendor*\n{safe(request.vendor or '—', FIELD_TEXT - 20)}",
+            f"*Cost center*\n{safe(request.cost_center or '—', FIELD_TEXT - 20)}",
+            f"*Level*\n{step_label(request, step)}",
+            f"*Submitted*\n{when(request.created_at)}",
+        ]),
+        section(f"*Purpose*\n{safe(request.purpose, SECTION_TEXT - 20)}"),
     ]
-    blocks.append(SectionBlock(
-        text=MarkdownTextObject(
-            text=f"{user(request.requester)} requests *{_amount(request)}*"),
-        fields=fields))
-    blocks.append(_section(f"*Purpose*\n{safe(request.purpose, SECTION_TEXT - 20)}"))
 
     earlier = [s for s in request.steps[: step.index]
                if s.status is StepStatus.APPROVED and s.decided_by]
     if earlier:
-        blocks.append(_context("\n".join(
+        blocks.append(context("\n".join(
             f"✅ {escape(s.level)}: approved by {user(s.decided_by or '')}"
             + (f", {when(s.decided_at)}" if s.decided_at else "") for s in earlier)))
     if step.notes:
-        blocks.append(_context("\n".join(f"ℹ️ {safe(note, 300)}" for note in step.notes)))
+        blocks.append(context("\n".join(f"ℹ️ {safe(note, 300)}" for note in step.notes)))
 
     if request.advice is not None:
-        blocks.append(_section(advice_text(request.advice)))
+        blocks.append(section(advice_text(request.advice)))
     else:
-        blocks.append(_context("🤖 No advisor annotation for this request."))
+        blocks.append(context("🤖 No advisor annotation for this request."))
 
     blocks.extend(_step_state(request, step, viewer))
     return _message(_card_fallback(request, step, viewer), blocks)
@@ -258,32 +249,32 @@ def _step_state(request: Request, step: Step, viewer: str | None) -> list[Block]
         out: list[Block] = []
         if step.escalated_to:
             since = f", {when(step.escalated_at)}" if step.escalated_at else ""
-            out.append(_context(f"⏫ Escalated to {users(step.escalated_to)}{since}"))
+            out.append(context(f"⏫ Escalated to {users(step.escalated_to)}{since}"))
         since = f" since {when(step.started_at)}" if step.started_at else ""
         behalf = [f"{user(d)} for {user(p)}" for d, p in step.on_behalf.items()
                   if d in step.assignees]
         out.extend(_questions(step))
-        out.append(_context(f"⏳ Waiting for {users(step.assignees)}{since}"
-                            + (f" ({', '.join(behalf)}, by delegation)" if behalf else "")))
+        out.append(context(f"⏳ Waiting for {users(step.assignees)}{since}"
+                           + (f" ({', '.join(behalf)}, by delegation)" if behalf else "")))
         if viewer is not None and viewer not in step.assignees and viewer in (
                 *step.on_behalf.values(),):
             holder = next(d for d, p in step.on_behalf.items() if p == viewer)
-            out.append(_context(f"↪️ Delegated to {user(holder)} while you are away."))
+            out.append(context(f"↪️ Delegated to {user(holder)} while you are away."))
         if _can_decide(step, viewer):
             out.append(_decision_buttons(request, step))
         return out
     at = f" · {when(step.decided_at)}" if step.decided_at else ""
     if step.status is StepStatus.APPROVED:
-        return [*_questions(step), _section(f"✅ *Approved* by {decider(step)}{at}")]
+        return [*_questions(step), section(f"✅ *Approved* by {decider(step)}{at}")]
     if step.status is StepStatus.REJECTED:
         reason = safe(step.reason_text or "no reason given", REASON_SHOWN)
         return [*_questions(step),
-                _section(f"❌ *Rejected* by {decider(step)}{at}\n{quote(reason)}")]
+                section(f"❌ *Rejected* by {decider(step)}{at}\n{quote(reason)}")]
     if step.status is StepStatus.CANCELLED:
         if request.status is RequestStatus.CANCELLED:
-            return [_section(f"🚫 *Cancelled by the requester*{at}")]
-        return [_section(f"🚫 *Closed*: {describe(request)}")]
-    return [_context("⏸ This level starts once the earlier levels are approved.")]
+            return [section(f"🚫 *Cancelled by the requester*{at}")]
+        return [section(f"🚫 *Closed*: {describe(request)}")]
+    return [context("⏸ This level starts once the earlier levels are approved.")]
 
 
 def _card_fallback(request: Request, step: Step, viewer: str | None) -> str:
@@ -316,7 +307,7 @@ def request_modal(currencies: Sequence[str], *, base_currency: str | None = None
     options = [_currency_option(code) for code in list(dict.fromkeys(currencies))[:100]]
     initial = next((o for o in options if o.value == (base_currency or currencies[0])),
                    options[0])
-    blocks: list[Block] = [
+    blocks = [
         InputBlock(
             block_id=InputId.AMOUNT.value, label="Amount",
             hint="Digits, optional thousands separators, at most two decimals: 1,200.50",
@@ -354,8 +345,8 @@ def _text_modal(*, callback: CallbackId, title: str, submit: str, context: str,
                 field: InputId, label: str, metadata: RejectMetadata, hint: str | None = None,
                 placeholder: str | None = None) -> dict[str, Any]:
     """A modal about one step: what it is about, then one required multi-line input."""
-    blocks: list[Block] = [
-        _section(context),
+    blocks = [
+        SectionBlock(text=MarkdownTextObject(text=clip(context, SECTION_TEXT))),
         InputBlock(block_id=field.value, label=label, hint=hint,
                    element=PlainTextInputElement(action_id=field.value, multiline=True,
                                                  placeholder=placeholder,
@@ -409,13 +400,11 @@ def question_dm(request: Request, step: Step, index: int) -> Message:
     question = step.questions[index]
     value = StepValue(request_id=request.id, step=step.index).encode()
     blocks: list[Block] = [
-        _section(f"❓ {user(question.by)} has a question about *{request.ref}* · "
-                 f"*{_amount(request)}* ({escape(step.level)} level):\n"
-                 f"{quote(safe(question.text, 2000))}"),
-        ActionsBlock(elements=[ButtonElement(text="Answer", style="primary",
-                                             action_id=ActionId.ANSWER_INFO.value,
-                                             value=value)]),
-        _context("The approval waits for your answer."),
+        section(f"❓ {user(question.by)} has a question about *{request.ref}* · "
+                f"*{_amount(request)}* ({escape(step.level)} level):\n"
+                f"{quote(safe(question.text, 2000))}"),
+        actions(button("Answer", ActionId.ANSWER_INFO.value, value, style="primary")),
+        context("The approval waits for your answer."),
     ]
     return _message(f"{request.ref}: a question from the {step.level} approver", blocks)
 
@@ -424,9 +413,9 @@ def answer_reply(request: Request, step: Step, index: int) -> Message:
     """The requester's answer, posted in the asking approver's card thread."""
     question = step.questions[index]
     blocks: list[Block] = [
-        _section(f"💬 {user(request.requester)} answered your question about "
-                 f"*{request.ref}*:\n{quote(safe(question.answer or '', 2500))}"),
-        _context(f"You asked: {safe(question.text, 500)}"),
+        section(f"💬 {user(request.requester)} answered your question about "
+                f"*{request.ref}*:\n{quote(safe(question.answer or '', 2500))}"),
+        context(f"You asked: {safe(question.text, 500)}"),
     ]
     return _message(f"{request.ref}: the requester answered your question", blocks)
 
@@ -469,7 +458,7 @@ def outcome_dm(request: Request, notice: Notice | str, *, step: Step | None = No
                     f"escalated to {users(target.escalated_to, conjunction='and')}; any of "
                     f"{users(target.assignees)} can now decide it.")
         text = f"{request.ref} was escalated"
-    return _message(text, [_section(f"{head}\n{purpose}")])
+    return _message(text, [section(f"{head}\n{purpose}")])
 
 
 def reminder_dm(request: Request, step: Step, waited_seconds: int) -> Message:
@@ -481,8 +470,8 @@ def reminder_dm(request: Request, step: Step, waited_seconds: int) -> Message:
             + (f" from {safe(request.vendor, 200)}" if request.vendor else "")
             + f"\n{quote(safe(request.purpose, 1000))}")
     blocks: list[Block] = [
-        _section(f"{head}\n{body}"),
-        _context("Approve or reject it on its card in this conversation, or in the App Home."),
+        section(f"{head}\n{body}"),
+        context("Approve or reject it on its card in this conversation, or in the App Home."),
     ]
     text = f"Reminder: {request.ref} · {_amount(request)} has waited {waited} for your decision"
     return _message(text, blocks)
@@ -494,7 +483,7 @@ def reminder_dm(request: Request, step: Step, waited_seconds: int) -> Message:
 def _more(hidden: int, what: str) -> list[Block]:
     if hidden <= 0:
         return []
-    return [_context(f"…and {hidden} more {what}: `/purchase list` shows them all.")]
+    return [context(f"…and {hidden} more {what}: `/purchase list` shows them all.")]
 
 
 def home_view(waiting: Sequence[tuple[Request, Step]], mine: Sequence[Request], user_id: str,
@@ -510,28 +499,27 @@ def home_view(waiting: Sequence[tuple[Request, Step]], mine: Sequence[Request], 
     """
     waiting_total = len(waiting) if waiting_total is None else waiting_total
     mine_total = len(mine) if mine_total is None else mine_total
-    blocks: list[Block] = [
-        HeaderBlock(text="Purchase approvals"),
-        ActionsBlock(elements=[ButtonElement(text="New request", style="primary",
-                                             action_id=ActionId.OPEN_REQUEST_MODAL.value)]),
-        HeaderBlock(text=f"Waiting for you ({waiting_total})"),
+    blocks = [
+        header("Purchase approvals"),
+        actions(button("New request", ActionId.OPEN_REQUEST_MODAL.value, style="primary")),
+        header(f"Waiting for you ({waiting_total})"),
     ]
     if not waiting:
-        blocks.append(_section("_Nothing waits for your decision._"))
+        blocks.append(section("_Nothing waits for your decision._"))
     for request, step in waiting[:waiting_max]:
         glance = _advice_glance(request.advice)
-        blocks.append(_section(
+        blocks.append(section(
             f"{_headline(request)}\n{step_label(request, step)}"
             f"{' · ' + glance if glance else ''}\n{quote(safe(request.purpose, 300))}"))
         if _can_decide(step, user_id):
             blocks.append(_decision_buttons(request, step))
     blocks += _more(waiting_total - min(len(waiting), waiting_max), "waiting for you")
-    blocks += [DividerBlock(), HeaderBlock(text=f"Your requests ({mine_total})")]
+    blocks += [divider(), header(f"Your requests ({mine_total})")]
     if not mine:
-        blocks.append(_section("_You have no requests yet. Start one with_ `/purchase`."))
+        blocks.append(section("_You have no requests yet. Start one with_ `/purchase`."))
     for request in mine[:mine_max]:
-        blocks.append(_section(f"*{request.ref}* · *{_amount(request)}* · {describe(request)}"
-                               f"\n{quote(safe(request.purpose, 200))}"))
+        blocks.append(section(f"*{request.ref}* · *{_amount(request)}* · {describe(request)}"
+                              f"\n{quote(safe(request.purpose, 200))}"))
     blocks += _more(mine_total - min(len(mine), mine_max), "of your requests")
     result: dict[str, Any] = View(type="home", blocks=blocks[:VIEW_BLOCKS]).to_dict()
     return result

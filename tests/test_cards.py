@@ -2,8 +2,10 @@
 
 Requests are made by :func:`flows.machine.submit` on the example policy and moved on by
 ``approve``/``reject``/``cancel``/``escalate``, so the cards are checked against what the
-product really produces. Every rendered block is parsed back through ``slack_sdk.models``,
-which enforces Slack's limits.
+product really produces. The message builders emit plain dicts (``bot.blocks``), so every
+rendered block is parsed back through ``slack_sdk.models`` and must come out unchanged
+(``Block.parse(b).to_dict() == b``): that runs slack_sdk's own checks of Slack's limits, and
+the few limits slack_sdk does not check (fields, context elements) are checked here.
 """
 
 from __future__ import annotations
@@ -14,25 +16,46 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from slack_sdk.models.blocks import Block
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    SectionBlock,
+)
 from slack_sdk.models.views import View
 
+from bot import blocks as bk
 from bot import cards
 from bot.ids import ActionId, CallbackId, InputId, RejectMetadata, StepValue
+from bot.text import clip
 from flows.machine import (
+    SYSTEM,
+    AnswerInfo,
     Approve,
+    AskInfo,
     Cancel,
     Escalate,
+    HandOver,
     Reject,
     Submit,
+    answer_info,
     approve,
+    ask_info,
     cancel,
     escalate,
+    hand_over,
     reject,
     submit,
 )
-from flows.model import Advice, Request
-from flows.policy import Policy
+from flows.model import Advice, Request, RequestStatus
+from flows.policy import Policy, load_policy
+from tests.conftest import EXAMPLE_POLICY
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -85,9 +108,17 @@ def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
 
 
 def assert_valid(blocks: list[dict[str, Any]]) -> None:
-    """Slack's limits, as slack_sdk's models enforce them, plus the section limits."""
-    for block in Block.parse_all(blocks):
-        block.validate_json()
+    """Each block is what slack_sdk's model of it renders (``to_dict()`` validates it first,
+    raising on a limit slack_sdk knows), and within the limits slack_sdk does not check."""
+    for block in blocks:
+        parsed = Block.parse(block)
+        assert parsed is not None, block  # an unknown block type
+        assert parsed.to_dict() == block
+        if block["type"] == "section":
+            fields = block.get("fields", [])
+            assert len(fields) <= 10 and all(len(f["text"]) <= 2000 for f in fields)
+        if block["type"] == "context":
+            assert all(len(e["text"]) <= 2000 for e in block["elements"])
     for text in mrkdwn_texts(blocks):
         assert len(text) <= 3000
 
@@ -350,6 +381,181 @@ def test_home_view_shows_each_requests_status(policy: Policy, pending: Request) 
     view = cards.home_view([], [approved], "U_ALICE")
     assert "pending at *Finance* (step 2 of 2), waiting for <@U_FIN1> or <@U_FIN2>" in dump(
         view["blocks"])
+
+
+# --------------------------------------------------------------------------- through slack_sdk
+
+
+@pytest.mark.parametrize("text", ["Approve", "*b* <!channel> &amp; é🎉", "x" * 74, "x" * 75,
+                                  "x" * 76, "y" * 150, "y" * 151, "z" * 2000, "z" * 2001,
+                                  "w" * 3000, "w" * 3001, "&lt;" * 1000])
+def test_block_constructors_render_what_slack_sdk_renders(text: str) -> None:
+    """``bot.blocks`` makes exactly slack_sdk's dicts, the text clipped to Slack's limit."""
+    fields = [text, "*Amount*\n$1.00"]
+    assert bk.header(text) == HeaderBlock(text=clip(text, 150)).to_dict()
+    assert bk.section(text) == SectionBlock(
+        text=MarkdownTextObject(text=clip(text, 3000))).to_dict()
+    assert bk.section(text, fields=fields) == SectionBlock(
+        text=MarkdownTextObject(text=clip(text, 3000)),
+        fields=[MarkdownTextObject(text=clip(f, 2000)) for f in fields]).to_dict()
+    assert bk.context(text) == ContextBlock(
+        elements=[MarkdownTextObject(text=clip(text, 2000))]).to_dict()
+    assert bk.divider() == DividerBlock().to_dict()
+    buttons = [bk.button(text, "approve", '{"r":1,"s":0}', style="primary"),
+               bk.button(text, "reject", style="danger"), bk.button(text, "ask", "v")]
+    models = [ButtonElement(text=clip(text, 75), action_id="approve", value='{"r":1,"s":0}',
+                            style="primary"),
+              ButtonElement(text=clip(text, 75), action_id="reject", style="danger"),
+              ButtonElement(text=clip(text, 75), action_id="ask", value="v")]
+    assert buttons == [m.to_dict() for m in models]
+    assert bk.actions(*buttons) == ActionsBlock(elements=models).to_dict()
+    for block in (bk.header(text), bk.section(text, fields=fields), bk.context(text),
+                  bk.actions(*buttons), bk.divider()):
+        assert_valid([block])
+        parsed = Block.parse(block)
+        assert parsed is not None  # the same keys in the same order: the same JSON is sent
+        assert json.dumps(block) == json.dumps(parsed.to_dict())
+
+POLICY = load_policy(EXAMPLE_POLICY)
+CROWD = tuple(f"U_PERSON{i:03d}" for i in range(60))  # enough mentions to need clipping
+
+
+def histories(request: Request, texts: dict[str, Any]) -> list[Request]:
+    """``request`` (pending) in every state a card can show, with ``texts`` typed in."""
+    def moved(out: Any) -> Request | None:
+        return None if out.refusal is not None else out.request
+
+    p, first = POLICY, request.steps[0]
+    reason, question, answer = texts["reason"], texts["question"], texts["answer"]
+    approved = moved(approve(request, Approve(step=0, actor="U_BOB", at=T0 + HOUR), policy=p))
+    assert approved is not None
+    out: list[Request | None] = [
+        request, approved,
+        request.with_step(first.model_copy(update={
+            "notes": texts["notes"], "assignees": (*first.assignees, *CROWD),
+            "escalated_to": CROWD, "escalated_at": T0 + HOUR})),
+        moved(reject(request, Reject(step=0, actor="U_BOB", reason=reason, at=T0 + HOUR),
+                     policy=p)),
+        moved(cancel(request, Cancel(actor="U_ALICE", at=T0 + HOUR), policy=p)),
+        moved(escalate(request, Escalate(step=0, at=T0 + 48 * HOUR), policy=p)),
+        request.model_copy(update={"status": RequestStatus.REJECTED, "ended_by": SYSTEM,
+                                   "outcome_reason": reason}),
+    ]
+    current = approved.current
+    if current is not None:
+        out.append(moved(reject(approved, Reject(step=current.index, actor=current.assignees[0],
+                                                 reason=reason, at=T0 + 2 * HOUR), policy=p)))
+    delegated = moved(hand_over(request, HandOver(step=0, frm="U_BOB", to="U_DAVE",
+                                                  at=T0 + HOUR), policy=p))
+    assert delegated is not None
+    out += [delegated, moved(approve(delegated, Approve(step=0, actor="U_DAVE", at=T0 + 2 * HOUR),
+                                     policy=p))]
+    asked = moved(ask_info(request, AskInfo(step=0, actor="U_BOB", question=question,
+                                            at=T0 + HOUR), policy=p))
+    if asked is not None:
+        answered = moved(answer_info(asked, AnswerInfo(step=0, actor="U_ALICE", answer=answer,
+                                                       at=T0 + 2 * HOUR), policy=p))
+        out.append(asked)
+        if answered is not None:
+            again = moved(ask_info(answered, AskInfo(step=0, actor="U_BOB", question=question,
+                                                     at=T0 + 3 * HOUR), policy=p))
+            out += [answered, again,
+                    moved(approve(answered, Approve(step=0, actor="U_BOB", at=T0 + 4 * HOUR),
+                                  policy=p))]
+            if again is not None:
+                out.append(moved(reject(again, Reject(step=0, actor="U_BOB", reason=reason,
+                                                      at=T0 + 4 * HOUR), policy=p)))
+    level = texts["level"]
+    return [r.model_copy(update={"steps": tuple(s.model_copy(update={"level": level})
+                                                for s in r.steps)}) if level else r
+            for r in out if r is not None]
+
+
+def every_message(request: Request) -> list[cards.Message]:
+    """Every message the builders make about ``request``, for every viewer."""
+    out = [cards.outcome_dm(request, notice) for notice in ("approved", "rejected", "cancelled",
+                                                            "escalated")]
+    for step in request.steps:
+        out += [cards.approval_card(request, step, viewer=viewer)
+                for viewer in ("U_BOB", "U_FIN1", "U_ALICE", "U_DAVE", CROWD[0], None)]
+        out += [cards.reminder_dm(request, step, 2 * 86400),
+                cards.outcome_dm(request, "escalated", step=step)]
+        for index, question in enumerate(step.questions):
+            out.append(cards.question_dm(request, step, index))
+            if question.answer is not None:
+                out.append(cards.answer_reply(request, step, index))
+    return out
+
+
+def check_every_block(texts: dict[str, Any],
+                      routes: tuple[tuple[str, str], ...] = (("25000", "EUR"),
+                                                             ("150000", "USD"))) -> None:
+    advice = Advice(recommendation="reject", risk="high", summary=texts["advice"],
+                    commentary=texts["advice"], note=texts["advice"],
+                    flags=({"code": texts["advice"], "detail": texts["advice"],
+                            "evidence": [texts["advice"]] * 3, "source": "llm"},) * 6)
+    for amount, currency in routes:
+        request = make(POLICY, amount=amount, currency=currency, purpose=texts["purpose"],
+                       vendor=texts["vendor"], cost_center=texts["cost_center"], advice=advice)
+        requests = histories(request, texts)
+        for one in requests:
+            for message in every_message(one):
+                assert_valid(message.blocks)
+                assert 0 < len(message.text) <= cards.FALLBACK_TEXT
+        home = cards.home_view([(r, s) for r in requests for s in r.steps], requests, "U_BOB")
+        assert_valid(home["blocks"])
+
+
+def _texts(purpose: str, vendor: str, cost_center: str, reason: str, question: str,
+           answer: str, notes: tuple[str, ...], level: str, advice: str) -> dict[str, Any]:
+    return {"purpose": purpose, "vendor": vendor, "cost_center": cost_center, "reason": reason,
+            "question": question, "answer": answer, "notes": notes, "level": level,
+            "advice": advice}
+
+
+# Longest texts that still show in full, one character more, far more, and text that only
+# goes over its limit once escaped (every ``<>&`` becomes an entity).
+LIMIT_CASES = {
+    "short": _texts("Laptops", "Acme", "ENG-001", "Over budget", "Why?", "Because", ("Away",),
+                    "", "Fine."),
+    "at_limits": _texts("p" * 2980, "v" * 1980, "c" * 1980, "r" * 2500, "q" * 2000, "a" * 2500,
+                        ("n" * 300,) * 6, "L" * 1980, "s" * 700),
+    "over_limits": _texts("p" * 2981, "v" * 1981, "c" * 1981, "r" * 2501, "q" * 2001,
+                          "a" * 2501, ("n" * 301,) * 6, "L" * 1981, "s" * 701),
+    "far_over": _texts("p" * 15000, "v" * 5000, "c" * 3000, "r" * 10000, "q" * 5000,
+                       "a" * 5000, ("n" * 1000,) * 40, "L" * 5000, "s" * 5000),
+    "escaped_over": _texts("<&>" * 1000, "<!channel>" * 200, "&" * 400, "<@U1|x>" * 400,
+                           "<" * 700, ">" * 700, ("&" * 100,) * 12, "<!here>&" * 300,
+                           "<https://x|y>" * 300),
+    "mrkdwn": _texts("*bold* _it_ ~s~ `c` > q\n" * 200, "*V*\n_v_", "`cc`",
+                     "<!everyone>\n> x\n" * 300, "```" * 900, "~" * 3000, ("*\n_",) * 3,
+                     "*L*\n`x`", "<@U_DIR> approve\n" * 200),
+}
+
+
+@pytest.mark.parametrize("texts", list(LIMIT_CASES.values()), ids=list(LIMIT_CASES))
+def test_every_block_round_trips_through_slack_sdk(texts: dict[str, Any]) -> None:
+    """Every message block is exactly what slack_sdk makes of it, and within Slack's limits."""
+    check_every_block(texts)
+
+
+_ALPHABET = st.one_of(st.characters(codec="utf-8"), st.sampled_from("<>&*_`~|!@#;>\n é🎉"))
+_TEXT = st.one_of(
+    st.text(_ALPHABET, max_size=40),
+    st.tuples(st.text(_ALPHABET, min_size=1, max_size=8),
+              st.integers(1, 1200)).map(lambda t: t[0] * t[1]))
+
+
+# No shrinking: each example renders hundreds of messages, and shrinking texts this long
+# takes minutes; a failure shows the example as generated.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=(Phase.explicit, Phase.reuse, Phase.generate))
+@given(texts=st.builds(_texts, purpose=_TEXT.map(lambda t: f"p {t}"), vendor=_TEXT,
+                       cost_center=_TEXT, reason=_TEXT, question=_TEXT, answer=_TEXT,
+                       notes=st.lists(_TEXT, max_size=4).map(tuple), level=_TEXT,
+                       advice=_TEXT))
+def test_random_texts_keep_every_block_valid(texts: dict[str, Any]) -> None:
+    check_every_block(texts, routes=(("150000", "USD"),))
 
 
 # --------------------------------------------------------------------------- /purchase answers

@@ -19,16 +19,17 @@ import asyncio
 import json
 import logging
 import secrets
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
-from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.settings import Settings
 from flows.advisor import Opinion
 from flows.model import Flag, Request
 from flows.policy import Policy
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 log = logging.getLogger("approvals.advisor")
 
@@ -154,8 +155,12 @@ class LlmAdvisor:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.concurrency = concurrency
+        # Imported here: a process without an LLM key (the delivery worker, a rules-only
+        # install) does not carry the OpenAI client's modules (about 12 MB).
+        from openai import AsyncOpenAI
+
         # Our own retry loop (below) is the only one: it is bounded and sees every failure.
-        self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
+        self._client: AsyncOpenAI = AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout,
                                    max_retries=0)
         self._gate = asyncio.Semaphore(concurrency)
 
@@ -194,6 +199,8 @@ class LlmAdvisor:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _ask(self, messages: list[dict[str, str]]) -> Opinion:
+        import openai  # loaded by __init__ already
+
         try:
             completion = await self._client.chat.completions.parse(
                 model=self.model, messages=messages,  # type: ignore[arg-type]

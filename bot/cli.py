@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
 from sqlalchemy.engine import make_url
@@ -26,13 +26,15 @@ from sqlalchemy.exc import DBAPIError
 from bot import output
 from bot.explain import Explanation, LevelRoute, explain
 from bot.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bot.runtime import Part
 from flows.audit import Break
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
 from flows.model import parse_ref
 from flows.money import SYMBOLS, parse_amount
 from flows.policy import load_policy
 from storage.db import Database
-from storage.migrate import current_revision, upgrade
 from storage.store import Store
 
 T = TypeVar("T")
@@ -213,6 +215,8 @@ async def upgrade_if_embedded(db: Database) -> None:
     """The embedded SQLite default keeps its own schema current; PostgreSQL is upgraded
     explicitly by an operator (``approvals db upgrade``)."""
     if db.sqlite:
+        from storage.migrate import upgrade
+
         await upgrade(db.engine)
 
 
@@ -227,6 +231,8 @@ def db_upgrade() -> None:
     settings = _settings()
 
     async def work() -> str | None:
+        from storage.migrate import current_revision, upgrade
+
         database = Database(settings.database_url)
         try:
             await upgrade(database.engine)
@@ -368,9 +374,15 @@ def serve(port: int, host: str, policy_file: str | None, socket: bool) -> None:
 @cli.command()
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
               help="Policy file (default: APPROVALS_POLICY, else ./policy.yml).")
-def worker(policy_file: str | None) -> None:
-    """Run the background work only (new requests, timers, delivery); `serve` starts
-    one by itself. Stops at the end of its standard input."""
+@click.option("--part", type=click.Choice(["all", "work", "delivery"]), default="all",
+              show_default=True,
+              help="All of it, or one half: new requests, clicks and timers (work), or "
+                   "delivery to Slack (delivery).")
+@click.option("--schema-ready", is_flag=True, hidden=True,
+              help="The server that starts this worker has just checked the schema.")
+def worker(policy_file: str | None, part: str, schema_ready: bool) -> None:
+    """Run the background work only (new requests, clicks, timers, delivery); `serve`
+    starts its two halves by itself. Stops at the end of its standard input."""
     from bot.runtime import Runtime
     from bot.worker import run_worker
     from flows.errors import PolicyError
@@ -379,7 +391,7 @@ def worker(policy_file: str | None) -> None:
     if not settings.slack_bot_token:
         raise ConfigError("SLACK_BOT_TOKEN is not set: give the bot token (xoxb-...)")
     logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s[worker]: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s[worker {part}]: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         runtime = Runtime.from_settings(
@@ -387,6 +399,8 @@ def worker(policy_file: str | None) -> None:
     except PolicyError as exc:
         raise ConfigError(f"APPROVALS_POLICY: {exc}") from None
     runtime.deliverer.only_publisher = False  # the server publishes App Homes too
+    runtime.part = cast("Part", part)
+    runtime.schema_ready = schema_ready
     _run(run_worker(runtime))
 
 

@@ -12,9 +12,11 @@ background task: its opinion, or a note when it fails, updates the cards later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -35,7 +37,6 @@ from flows.machine import Outcome
 from flows.model import Request, RequestStatus
 from flows.policy import Policy, load_policy
 from storage.db import Database
-from storage.migrate import current_revision, head_revision, upgrade
 from storage.store import Received, Store
 
 log = logging.getLogger("approvals.runtime")
@@ -45,9 +46,20 @@ TIMER_BATCH = 100
 # round of cards, so the intake fills and acknowledgements slow (storage.store.INTAKE_HOLD)
 # instead of cards falling behind their acknowledgements.
 AHEAD_MAX = BATCH
+# The same bound when delivery runs in a process of its own (Part "work"): messages to
+# people not yet sent, read from the database; each round the delivery process sends wakes
+# this one (through the server), and it looks again after ROOM_POLL seconds regardless.
+SPLIT_AHEAD = 2 * BATCH
+ROOM_POLL = 0.05
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 # An outage is logged as one line a second, not a traceback a second.
 DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
+
+
+# What a process runs: everything ("all": inline, or the single worker), or one of the two
+# halves of the worker (bot.worker): clicks, new requests and timers ("work"), or the outbox
+# ("delivery"), so that each has a core of its own.
+Part = Literal["all", "work", "delivery"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -86,6 +98,10 @@ class Runtime:
                                    lease_seconds=settings.outbox_lease_seconds,
                                    # SQLite is for one process (docs/DEPLOYMENT.md)
                                    only_publisher=self.db.sqlite)
+        self.part: Part = "all"
+        # the schema was brought up to date, or checked, by the server that started this
+        # worker process just before: prepare() need not do it again
+        self.schema_ready = False
         self._wake = asyncio.Event()
         # set when background work runs in another process (bot.worker): wakes it
         self.notify: Callable[[], None] | None = None
@@ -112,13 +128,8 @@ class Runtime:
         """Bring the schema up to date (SQLite) or check it (PostgreSQL); keep the policy."""
         if self._prepared:
             return
-        if self.db.sqlite:
-            await upgrade(self.db.engine)
-        else:
-            current = await current_revision(self.db.engine)
-            if current != head_revision():
-                raise ConfigError(f"DATABASE_URL: the schema is at revision {current or 'none'}"
-                                  f", not {head_revision()}: run `approvals db upgrade`")
+        if not self.schema_ready:
+            await self._check_schema()
         await self.store.register_policy(self.policy, source=self.policy_source,
                                          at=self.clock.now())
         if self._http is None:
@@ -131,6 +142,19 @@ class Runtime:
         self._prepared = True
 
     # ------------------------------------------------------------------ background work
+
+    async def _check_schema(self) -> None:
+        # Imported here: a worker started by the server (schema_ready) never loads Alembic
+        # (about 10 MB a process).
+        from storage.migrate import current_revision, head_revision, upgrade
+
+        if self.db.sqlite:
+            await upgrade(self.db.engine)
+            return
+        current = await current_revision(self.db.engine)
+        if current != head_revision():
+            raise ConfigError(f"DATABASE_URL: the schema is at revision {current or 'none'}"
+                              f", not {head_revision()}: run `approvals db upgrade`")
 
     async def tick(self) -> None:
         """New requests, due timers, then the outbox, all of it. Safe to call at any time."""
@@ -221,12 +245,22 @@ class Runtime:
             await asyncio.gather(*self._advising, return_exceptions=True)
 
     def wake(self) -> None:
-        """Deliver the outbox now (after a listener's commit), here or in the worker."""
+        """Something was committed: look for work now, here and in the worker process(es)."""
+        self.wake_here()
+        if self.notify is not None:
+            self.notify()
+
+    def wake_here(self) -> None:
+        """Look for work now in this process (another one committed something)."""
         self._wake.set()
         self._deliver.set()
         self._room.set()  # a click may be waiting, even while new requests wait for delivery
-        if self.notify is not None:
-            self.notify()
+
+    async def _may_create(self) -> bool:
+        """Whether delivery is close enough behind for more requests to be created."""
+        if self.part == "work":  # delivery is another process: the database knows
+            return await self.store.people_waiting(limit=SPLIT_AHEAD) < SPLIT_AHEAD
+        return self._ahead < AHEAD_MAX
 
     async def _work_loop(self) -> None:
         """Clicks and new requests, a batch of each in turn while either has work; then
@@ -239,14 +273,19 @@ class Runtime:
                 while True:
                     clicked = await self.store.process_clicks()
                     outcomes: list[Outcome] = []
-                    if self._ahead < AHEAD_MAX:
+                    self._room.clear()  # (before looking: a wake meanwhile is not lost)
+                    if await self._may_create():
                         outcomes = await self.store.process_intake(self.clock.now())
                         self._ahead += len(outcomes)
                         for outcome in outcomes:
                             self.submitted(outcome)
                     elif not clicked:  # delivery is a round behind: new requests wait for
-                        self._room.clear()  # it to catch up (or for a wake: a click)
-                        await self._room.wait()
+                        # it to catch up (or for a wake: a click)
+                        if self.part == "work":
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self._room.wait(), ROOM_POLL)
+                        else:
+                            await self._room.wait()
                         continue
                     self._busy = bool(clicked or outcomes)
                     if not self._busy:
@@ -268,11 +307,20 @@ class Runtime:
             await self._deliver.wait()
             self._deliver.clear()
             try:
-                sent = 1
-                while sent:  # each round waits on Slack: the work loop goes on meanwhile
-                    sent = await self.deliverer.drain(max_rounds=1, homes=not self._busy)
+                # App Homes wait while new requests or clicks are processed here, or (the
+                # delivery process, which cannot tell) until the cards have caught up
+                homes = not self._busy and self.part != "delivery"
+                while True:  # each round waits on Slack: the work loop goes on meanwhile
+                    sent = await self.deliverer.drain(max_rounds=1, homes=homes)
                     self._ahead = max(0, self._ahead - sent)
                     self._room.set()
+                    if sent and self.part == "delivery" and self.notify is not None:
+                        self.notify()  # room for more: wake the work process
+                    if sent:
+                        continue
+                    if homes or self.part != "delivery":
+                        break
+                    homes = True
             except DATABASE_DOWN as exc:
                 log.warning("delivery: the database is not answering (%s)", _one_line(exc))
             except Exception:
@@ -283,8 +331,9 @@ class Runtime:
 
     async def _timers(self) -> None:
         """Once a second: end delegations that ran out, fire due timers, deliver."""
-        await self._logged(self._fire_due())
-        self._wake.set()
+        if self.part != "delivery":
+            await self._logged(self._fire_due())
+        self.wake()  # the work loop, delivery (retries, leases run out), here or elsewhere
 
     async def start_background(self) -> None:
         scheduler = AsyncIOScheduler(timezone="UTC")
@@ -292,9 +341,13 @@ class Runtime:
                           misfire_grace_time=5, id="tick")
         scheduler.start()
         self._scheduler = scheduler
-        self._drainers = [asyncio.create_task(self._work_loop(), name="intake"),
-                          asyncio.create_task(self._delivery_loop(), name="outbox-drain")]
-        self.wake()  # whatever an earlier process left behind
+        self._drainers = []
+        if self.part != "delivery":
+            self._drainers.append(asyncio.create_task(self._work_loop(), name="intake"))
+        if self.part != "work":
+            self._drainers.append(asyncio.create_task(self._delivery_loop(),
+                                                      name="outbox-drain"))
+        self.wake_here()  # whatever an earlier process left behind
 
     async def close(self) -> None:
         for task in list(self._advising):

@@ -17,17 +17,18 @@ from starlette.routing import Route
 from bot.app import build_app
 from bot.ids import EVENTS_PATH
 from bot.runtime import Runtime
-from bot.worker import WorkerProcess
+from bot.worker import Workers
 
 log = logging.getLogger("approvals.server")
 
 
 def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True,
-               worker: WorkerProcess | None = None) -> Starlette:
+               workers: Workers | None = None) -> Starlette:
     """The ASGI app: Slack's endpoint and the health check, with the runtime's lifespan.
 
-    The background work (new requests, timers, delivery) runs in ``worker``'s process when
-    one is given, else in this one when ``background``, else not at all (tests drive it).
+    The background work (new requests, timers, delivery) runs in the processes of
+    ``workers`` when given, else in this one when ``background``, else not at all (tests
+    drive it).
     """
     handler = AsyncSlackRequestHandler(app)
 
@@ -43,17 +44,17 @@ def build_asgi(runtime: Runtime, app: AsyncApp, *, background: bool = True,
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await runtime.prepare()  # idempotent: serve_http has usually done it already
-        if worker is not None:
-            await worker.start()
-            runtime.notify = worker.wake
+        if workers is not None:
+            await workers.start()
+            runtime.notify = workers.wake
         elif background:
             await runtime.start_background()
         try:
             yield
         finally:
             runtime.notify = None
-            if worker is not None:
-                await worker.stop()
+            if workers is not None:
+                await workers.stop()
             await runtime.close()
 
     return Starlette(routes=[Route(EVENTS_PATH, events, methods=["POST"]),
@@ -72,17 +73,18 @@ async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
     import uvicorn
 
     await runtime.prepare()  # a schema or database problem stops start-up with one line
-    worker = None
-    if runtime.settings.worker == "process" and runtime.policy_path is not None:
-        worker = WorkerProcess(policy_path=runtime.policy_path)
-        # Homes are published by both processes: each publish checks it was the latest
+    workers = None
+    if runtime.settings.worker != "inline" and runtime.policy_path is not None:
+        workers = Workers(policy_path=runtime.policy_path,
+                          split=runtime.settings.worker == "process")
+        # Homes are published by several processes: each publish checks it was the latest
         runtime.deliverer.only_publisher = False
-        await runtime.db.leave_checkpoints_to_others()  # the worker checkpoints the WAL
+        await runtime.db.leave_checkpoints_to_others()  # the workers checkpoint the WAL
     settle_memory()
     # Listeners answer within moments (work waits in the database for the worker), so the
     # response goes out when the listener returns: no polling for the acknowledgement.
     asgi = build_asgi(runtime, build_app(runtime, process_before_response=True),
-                      worker=worker)
+                      workers=workers)
     config = uvicorn.Config(asgi, host=host, port=port, log_level="info", access_log=False,
                             lifespan="on")
     await uvicorn.Server(config).serve()

@@ -36,11 +36,13 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     ai_model: str = Field(default=DEFAULT_AI_MODEL, alias="APPROVALS_AI_MODEL")
-    # How long a claimed outbox row stays with the worker that claimed it: after a crash,
-    # its messages are retried once this has passed. Longer than one Slack call may take.
-    # HTTP mode: "process" runs timers, new requests and delivery in a child process, so
-    # acknowledgements never wait behind them; "inline" keeps everything in one process.
-    worker: Literal["process", "inline"] = Field(default="process", alias="APPROVALS_WORKER")
+    # HTTP mode: "process" runs the background work in two child processes, one creating
+    # new requests, deciding clicks and firing timers, the other delivering to Slack, so
+    # acknowledgements never wait behind them and each half has a core; "single" runs it
+    # all in one child process (about 80 MB less memory, about a third less throughput);
+    # "inline" keeps everything in the server's process.
+    worker: Literal["process", "single", "inline"] = Field(default="process",
+                                                           alias="APPROVALS_WORKER")
     # An App Home refresh waits this long, so a busy person's Home is published once for
     # all the changes in that time rather than once per change.
     home_refresh_seconds: float = Field(default=2.0, ge=0, le=60,
@@ -48,6 +50,8 @@ class Settings(BaseSettings):
     # Submissions acknowledged but not yet created beyond which new acknowledgements are
     # held back (at most 1.5 s): a burst is absorbed with cards about a second behind.
     intake_backlog: int = Field(default=100, ge=0, alias="APPROVALS_INTAKE_BACKLOG")
+    # How long a claimed outbox row stays with the worker that claimed it: after a crash,
+    # its messages are retried once this has passed. Longer than one Slack call may take.
     outbox_lease_seconds: float = Field(default=30.0, gt=0, le=3600,
                                         alias="APPROVALS_OUTBOX_LEASE_SECONDS")
 

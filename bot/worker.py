@@ -1,13 +1,19 @@
-"""The background worker: new requests, timers and delivery, in a process of its own.
+"""The background worker: new requests, clicks, timers and delivery, in processes of their
+own.
 
-``approvals serve`` (HTTP mode, ``APPROVALS_WORKER=process``, the default) starts
-``approvals worker`` as a child process. The server then only answers Slack: it records a
-submission in the intake, or a decision, and acknowledges; the worker creates the requests
-(advisor, audit trail, timers), fires timers and delivers the outbox, on the other core.
-The server wakes the worker after each commit by writing a byte to its stdin, so nothing
-waits for the next tick. When the server goes away, for any reason, the worker reads the
-end of its stdin and stops; if the worker dies, the server starts a new one. Work is never
-lost in between: it is all in the database (intake, timers, outbox), claimed in
+``approvals serve`` (HTTP mode) starts ``approvals worker`` child processes: with
+``APPROVALS_WORKER=process`` (the default) two, each doing half of the work --
+``--part work`` creates the requests (advisor, audit trail, timers), decides clicks and
+fires timers; ``--part delivery`` sends the outbox to Slack -- so each half has a core;
+with ``single``, one doing all of it. The server then only answers Slack: it records a
+submission in the intake, or a decision, and acknowledges.
+
+Wakes: the server writes a byte to each worker's stdin after each commit, so nothing waits
+for the next tick. A worker that committed something the other half should see (new cards;
+a round delivered, so there is room for more) prints a ``w`` line, which the server passes
+on to the other one. When the server goes away, for any reason, each worker reads the end
+of its stdin and stops; if a worker dies, the server starts a new one. Work is never lost
+in between: it is all in the database (intake, clicks, timers, outbox), claimed in
 transactions.
 """
 
@@ -20,9 +26,11 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-from bot.runtime import Runtime
+from bot.runtime import Part, Runtime
 
 log = logging.getLogger("approvals.worker")
 
@@ -30,14 +38,19 @@ RESTART_AFTER = 1.0  # seconds before a worker that died is started again
 STOP_WITHIN = 5.0  # seconds a worker has to finish its step when the server stops
 READY_WITHIN = 30.0  # seconds a new worker has to report that it is ready
 READY = b"ready"
+WAKE = b"w\n"  # a worker's line to the server: wake the other worker
 NICENESS = 5  # the worker yields the CPU to the server that answers Slack
 
 
 class WorkerProcess:
     """The server's handle on its worker: start, wake, restart when it dies, stop."""
 
-    def __init__(self, *, policy_path: Path) -> None:
+    def __init__(self, *, policy_path: Path, part: Part = "all") -> None:
+        """``part``: what the process runs (:data:`bot.runtime.Part`)."""
         self.policy_path = policy_path
+        self.part = part
+        # called when the worker says it committed something another process should see
+        self.on_wake: Callable[[], None] | None = None
         self.process: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -46,7 +59,8 @@ class WorkerProcess:
 
     @property
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "bot", "worker", "--policy", str(self.policy_path)]
+        return [sys.executable, "-m", "bot", "worker", "--policy", str(self.policy_path),
+                "--part", self.part, "--schema-ready"]  # serve_http has just checked it
 
     async def start(self) -> None:
         await self._spawn()
@@ -64,18 +78,22 @@ class WorkerProcess:
         except TimeoutError:
             line = b""
         if line.strip() == READY:
-            log.info("worker started (pid %s)", self.process.pid)
+            log.info("worker (%s) started (pid %s)", self.part, self.process.pid)
         else:
             log.error("the worker (pid %s) did not report ready within %s s", self.process.pid,
                       READY_WITHIN)
         self._reader = asyncio.create_task(self._pass_on(self.process.stdout))
         self.wake()  # whatever is waiting already
 
-    @staticmethod
-    async def _pass_on(stdout: asyncio.StreamReader) -> None:
-        """Anything else the worker prints goes to the log (and never fills the pipe)."""
+    async def _pass_on(self, stdout: asyncio.StreamReader) -> None:
+        """A wake (the worker committed something: :attr:`on_wake`); anything else the
+        worker prints goes to the log (and never fills the pipe)."""
         while line := await stdout.readline():
-            log.info("worker: %s", line.decode(errors="replace").rstrip())
+            if line == WAKE:
+                if self.on_wake is not None:
+                    self.on_wake()
+            else:
+                log.info("worker: %s", line.decode(errors="replace").rstrip())
 
     async def _supervise(self) -> None:
         while not self._stopping:
@@ -122,6 +140,51 @@ class WorkerProcess:
             await process.wait()
 
 
+class Workers:
+    """The server's worker processes: the two halves of the work ("work": new requests,
+    clicks, timers; "delivery": the outbox), each woken by the other through the server,
+    or (``split=False``) one process doing all of it."""
+
+    def __init__(self, *, policy_path: Path, split: bool = True) -> None:
+        if split:
+            work = WorkerProcess(policy_path=policy_path, part="work")
+            delivery = WorkerProcess(policy_path=policy_path, part="delivery")
+            work.on_wake, delivery.on_wake = delivery.wake, work.wake
+            self.processes = [work, delivery]
+        else:
+            self.processes = [WorkerProcess(policy_path=policy_path)]
+
+    async def start(self) -> None:
+        await asyncio.gather(*(p.start() for p in self.processes))
+
+    def wake(self) -> None:
+        for process in self.processes:
+            process.wake()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.processes))
+
+
+class _Announcer:
+    """Writes a wake line to the server, at most one per turn of the event loop."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self._woken = False
+
+    def wake(self) -> None:
+        if self._woken:
+            return
+        self._woken = True
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.out.write(WAKE)
+            self.out.flush()
+        asyncio.get_running_loop().call_soon(self._rearm)
+
+    def _rearm(self) -> None:
+        self._woken = False
+
+
 async def run_worker(runtime: Runtime) -> None:
     """Work until stdin ends (the server is gone) or SIGTERM/SIGINT; each byte wakes us."""
     with contextlib.suppress(OSError):
@@ -139,8 +202,11 @@ async def run_worker(runtime: Runtime) -> None:
 
     async def read_wakes() -> None:
         while await reader.read(4096):
-            runtime.wake()
+            runtime.wake_here()
         stop.set()
+
+    if runtime.part != "all":  # tell the other half, through the server, of what we did
+        runtime.notify = _Announcer(sys.stdout.buffer).wake
 
     await runtime.start_background()
     sys.stdout.buffer.write(READY + b"\n")  # the server starts taking requests now

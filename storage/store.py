@@ -22,11 +22,13 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Executable,
+    Integer,
     Row,
     Select,
     Table,
     TextualSelect,
     bindparam,
+    column,
     delete,
     func,
     insert,
@@ -209,6 +211,7 @@ class Store:
         # holding it keeps its id from being reused.
         self._versions: dict[int, tuple[Policy, str]] = {}
         self._claim_people = _claim_people(sqlite=db.sqlite)
+        self._count_people = _count_people(sqlite=db.sqlite)
         # one statement for any number of cards (executemany): compiled once
         table = _table(CardRow)
         upsert = sqlite_insert(table) if db.sqlite else pg_insert(table)
@@ -1153,6 +1156,13 @@ class Store:
                                 r.attempts + 1, r.created_at) for r in rows]
         return items
 
+    async def people_waiting(self, *, limit: int) -> int:
+        """Messages to people not sent yet (claimed ones included), counted up to
+        ``limit``: how far delivery is behind, read through ``ix_outbox_people``."""
+        async with self.db.read() as session:
+            return int((await session.execute(self._count_people,
+                                              {"limit": limit})).scalar_one())
+
     async def outbox_release(self, item_ids: Sequence[int], *, at: datetime) -> None:
         """Give back claimed rows untried (an earlier message of their request failed)."""
         if not item_ids:
@@ -1342,6 +1352,17 @@ def _claim_people(*, sqlite: bool) -> TextualSelect:
     return (text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
             .columns(table.c.id, table.c.request_id, table.c.kind, table.c.payload,
                      table.c.attempts, table.c.created_at))
+
+
+def _count_people(*, sqlite: bool) -> TextualSelect:
+    """How many messages to people are not sent yet, up to ``:limit`` (see
+    :func:`_claim_people` for the index)."""
+    hint = " INDEXED BY ix_outbox_people" if sqlite else ""
+    sql = f"""
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM outbox{hint}
+            WHERE status = 'pending' AND kind <> 'home' LIMIT :limit) AS w"""  # noqa: S608
+    return text(sql).columns(column("n", Integer))
 
 
 def _outbox_row(request_id: int | None, kind: str, payload: dict[str, Any], *,

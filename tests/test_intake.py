@@ -426,3 +426,83 @@ async def test_empty_queues_take_no_write_lock(ws: Workspace,
     assert await store.process_clicks() == 0
     assert await store.process_intake(ws.clock.now()) == []
     assert writes == 0
+
+
+async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it(
+        ws: Workspace) -> None:
+    """The worker's two halves (``serve`` runs each in a process of its own): "work"
+    creates requests and decides clicks, "delivery" sends the cards, each waking the other
+    (here directly; through the server between processes). Creation stops at most
+    ``SPLIT_AHEAD`` (plus one batch) ahead of the cards, while clicks are still decided;
+    once Slack answers again every card goes out, once, and only from the delivery half."""
+    import asyncio
+    import time
+    from decimal import Decimal
+
+    from bot import runtime as runtime_module
+    from bot.runtime import Runtime
+    from flows.machine import Submit
+
+    work = ws.runtime
+    delivery = Runtime(settings=work.settings, policy=work.policy,
+                       policy_source=work.policy_source, clock=ws.clock)
+    work.part, delivery.part = "work", "delivery"
+    delivery.schema_ready = True
+    work.notify, delivery.notify = delivery.wake_here, work.wake_here
+    store, policy = work.store, work.policy
+    total = 300
+    for n in range(total):
+        await store.receive(Submit(requester="U_ALICE", amount=Decimal(25_000 + n),
+                                   currency="USD", purpose=f"Desks {n}", at=ws.clock.now()),
+                            policy=policy)
+    ws.slack.stall("chat.postMessage", times=10_000)  # posted, but no answer comes back
+
+    async def created() -> int:
+        return total - await store.intake_waiting()
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not await check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    await delivery.prepare()
+    try:
+        await work.start_background()
+        await delivery.start_background()
+        assert [t.get_name() for t in work._drainers] == ["intake"]
+        assert [t.get_name() for t in delivery._drainers] == ["outbox-drain"]
+        ahead = runtime_module.SPLIT_AHEAD
+
+        async def parked() -> bool:
+            return (await created() >= ahead and bool(ws.slack.calls("chat.postMessage"))
+                    and await store.people_waiting(limit=ahead) >= ahead)
+
+        await until(parked, "creation to wait for the stalled cards")
+        for _ in range(25):  # a while longer: nothing more is created
+            await asyncio.sleep(0.02)
+        assert ahead <= await created() <= ahead + store_module.INTAKE_BATCH
+
+        # clicks are still decided meanwhile; new requests still wait
+        await store.receive_click(1, 0, actor="U_BOB", at=ws.clock.now(), response_url=None)
+        work.wake()
+
+        async def decided() -> bool:
+            request = await store.get(1)
+            return request is not None and request.current is not None \
+                and request.current.index == 1
+
+        await until(decided, "the click to be decided while new requests wait")
+        assert await created() <= ahead + store_module.INTAKE_BATCH
+
+        ws.slack.heal()
+
+        async def delivered() -> bool:
+            return await created() == total and len(ws.cards_of("U_BOB")) == total
+
+        await until(delivered, "every request and its card")
+        refs = [(m.get("metadata") or {}).get("event_payload", {}).get("request")
+                for m in ws.cards_of("U_BOB")]
+        assert sorted(refs) == list(range(1, total + 1))  # each card once
+    finally:
+        await delivery.close()

@@ -1,7 +1,8 @@
-"""``approvals serve`` and its worker process: the server acknowledges, the worker creates
-requests and delivers. The worker is restarted when it dies, and stops when the server
-goes away, even by ``kill -9``; a submission acknowledged while no worker ran is created by
-the next one.
+"""``approvals serve`` and its worker processes: the server acknowledges; one worker creates
+requests, decides clicks and fires timers, the other delivers (``APPROVALS_WORKER=single``:
+one does it all). A worker is restarted when it dies, and stops when the server goes away,
+even by ``kill -9``; a submission acknowledged while no worker ran is created by the next
+one.
 """
 
 from __future__ import annotations
@@ -38,26 +39,43 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def worker_of(server: Server) -> int:
+def worker_of(server: Server, part: str = "work") -> int:
+    """The server's worker process doing ``part`` of the work ("work" or "delivery")."""
     assert server.process is not None
-    found = [c for c in children(server.process.pid)
-             if "worker" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+    found = [c for c in children(server.process.pid) if _part(c) == part]
     assert len(found) == 1, found
     return found[0]
 
 
+def _part(pid: int) -> str | None:
+    """The ``--part`` of worker process ``pid``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except FileNotFoundError:
+        return None
+    if "worker" not in argv or "--part" not in argv:
+        return None
+    return argv[argv.index("--part") + 1]
+
+
+def both_workers(server: Server) -> bool:
+    assert server.process is not None
+    return sorted(filter(None, map(_part, children(server.process.pid)))) == ["delivery", "work"]
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("part", ["work", "delivery"])
 async def test_the_worker_is_restarted_and_nothing_acknowledged_is_lost(
-        server: Server, slack: FakeSlack) -> None:
+        server: Server, slack: FakeSlack, part: str) -> None:
+    """Either half of the worker (creating requests, or delivering to Slack)."""
     await server.start()
     try:
-        await eventually(lambda: bool(children(server.process.pid)),  # type: ignore[union-attr]
-                         what="the worker to start")
+        await eventually(lambda: both_workers(server), what="both workers to start")
         answer = ack_text(await server.command("U_ALICE", "$25,000 Desks for the office"))
         assert "PR-1" in answer
         await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the first card")
 
-        first = worker_of(server)
+        first = worker_of(server, part)
         os.kill(first, signal.SIGKILL)  # the worker dies, whatever it was doing ...
         # ... and while no worker runs, a submission is still acknowledged and numbered
         answer = ack_text(await server.command("U_ALICE", "$26,000 Chairs for the office"))
@@ -65,7 +83,7 @@ async def test_the_worker_is_restarted_and_nothing_acknowledged_is_lost(
 
         def replaced() -> bool:
             try:
-                return worker_of(server) != first
+                return worker_of(server, part) != first
             except AssertionError:
                 return False
 
@@ -81,25 +99,24 @@ async def test_the_worker_is_restarted_and_nothing_acknowledged_is_lost(
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 async def test_the_worker_stops_when_the_server_is_killed(server: Server) -> None:
     await server.start()
-    await eventually(lambda: bool(children(server.process.pid)),  # type: ignore[union-attr]
-                     what="the worker to start")
-    worker = worker_of(server)
+    await eventually(lambda: both_workers(server), what="both workers to start")
+    workers = [worker_of(server, "work"), worker_of(server, "delivery")]
 
     server.kill()
 
-    await eventually(lambda: not alive(worker), within=15, what="the worker to stop")
+    await eventually(lambda: not any(map(alive, workers)), within=15,
+                     what="the workers to stop")
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 async def test_a_stopped_server_stops_its_worker_cleanly(server: Server) -> None:
     await server.start()
-    await eventually(lambda: bool(children(server.process.pid)),  # type: ignore[union-attr]
-                     what="the worker to start")
-    worker = worker_of(server)
+    await eventually(lambda: both_workers(server), what="both workers to start")
+    workers = [worker_of(server, "work"), worker_of(server, "delivery")]
 
     server.stop()
 
-    assert not alive(worker)
+    assert not any(map(alive, workers))
     assert "Traceback" not in server.log()
 
 
@@ -115,5 +132,21 @@ async def test_inline_mode_runs_everything_in_one_process(slack: FakeSlack,
         assert "PR-1" in ack_text(await server.command("U_ALICE", "$25,000 Desks"))
         await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the card")
         assert children(server.process.pid) == []  # type: ignore[union-attr]
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+async def test_single_mode_runs_one_worker_for_all_of_it(slack: FakeSlack,
+                                                         tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    server = Server(slack=slack, workdir=tmp_path, policy=policy,
+                    extra_env={"APPROVALS_WORKER": "single"})
+    await server.start()
+    try:
+        assert "PR-1" in ack_text(await server.command("U_ALICE", "$25,000 Desks"))
+        await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the card")
+        assert [_part(c) for c in children(server.process.pid)] == ["all"]  # type: ignore[union-attr]
     finally:
         server.stop()

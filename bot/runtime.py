@@ -51,6 +51,7 @@ AHEAD_MAX = BATCH
 # this one (through the server), and it looks again after ROOM_POLL seconds regardless.
 SPLIT_AHEAD = 2 * BATCH
 ROOM_POLL = 0.05
+LOCK_GAP = 0.002  # seconds between two write transactions of the work process (SQLite)
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call
 # An outage is logged as one line a second, not a traceback a second.
 DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
@@ -291,7 +292,10 @@ class Runtime:
                     if not self._busy:
                         break
                     self._deliver.set()
-                    await asyncio.sleep(0)
+                    # on SQLite, the delivery process and the server (which retries every
+                    # millisecond) get their turn at the write lock between two of ours
+                    await asyncio.sleep(LOCK_GAP if self.part == "work" and self.db.sqlite
+                                        else 0)
             except DATABASE_DOWN as exc:
                 log.warning("background: the database is not answering (%s)", _one_line(exc))
             except Exception:

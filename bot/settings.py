@@ -36,13 +36,13 @@ class Settings(BaseSettings):
     openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     ai_model: str = Field(default=DEFAULT_AI_MODEL, alias="APPROVALS_AI_MODEL")
-    # HTTP mode: "process" runs the background work in two child processes, one creating
-    # new requests, deciding clicks and firing timers, the other delivering to Slack, so
-    # acknowledgements never wait behind them and each half has a core; "single" runs it
-    # all in one child process (about 80 MB less memory, about a third less throughput);
-    # "inline" keeps everything in the server's process.
-    worker: Literal["process", "single", "inline"] = Field(default="process",
-                                                           alias="APPROVALS_WORKER")
+    # HTTP mode: "process" runs timers, new requests, clicks and delivery in a child
+    # process, so acknowledgements never wait behind them; "split" runs them in two, one
+    # creating requests, deciding clicks and firing timers, the other delivering to Slack
+    # (each half gets a core: more acknowledgements a second under a burst, about 80 MB
+    # more memory); "inline" keeps everything in the server's process.
+    worker: Literal["process", "split", "inline"] = Field(default="process",
+                                                          alias="APPROVALS_WORKER")
     # An App Home refresh waits this long, so a busy person's Home is published once for
     # all the changes in that time rather than once per change.
     home_refresh_seconds: float = Field(default=2.0, ge=0, le=60,

@@ -1,12 +1,12 @@
 """The background worker: new requests, clicks, timers and delivery, in processes of their
 own.
 
-``approvals serve`` (HTTP mode) starts ``approvals worker`` child processes: with
-``APPROVALS_WORKER=process`` (the default) two, each doing half of the work --
-``--part work`` creates the requests (advisor, audit trail, timers), decides clicks and
-fires timers; ``--part delivery`` sends the outbox to Slack -- so each half has a core;
-with ``single``, one doing all of it. The server then only answers Slack: it records a
-submission in the intake, or a decision, and acknowledges.
+``approvals serve`` (HTTP mode) starts ``approvals worker`` as a child process
+(``APPROVALS_WORKER=process``, the default) or, with ``split``, two, each doing half of the
+work -- ``--part work`` creates the requests (advisor, audit trail, timers), decides clicks
+and fires timers; ``--part delivery`` sends the outbox to Slack -- so each half has a core.
+The server then only answers Slack: it records a submission in the intake, or a decision,
+and acknowledges.
 
 Wakes: the server writes a byte to each worker's stdin after each commit, so nothing waits
 for the next tick. A worker that committed something the other half should see (new cards;
@@ -141,11 +141,11 @@ class WorkerProcess:
 
 
 class Workers:
-    """The server's worker processes: the two halves of the work ("work": new requests,
-    clicks, timers; "delivery": the outbox), each woken by the other through the server,
-    or (``split=False``) one process doing all of it."""
+    """The server's worker processes: one doing all of the work, or (``split``) the two
+    halves of it ("work": new requests, clicks, timers; "delivery": the outbox), each woken
+    by the other through the server."""
 
-    def __init__(self, *, policy_path: Path, split: bool = True) -> None:
+    def __init__(self, *, policy_path: Path, split: bool = False) -> None:
         if split:
             work = WorkerProcess(policy_path=policy_path, part="work")
             delivery = WorkerProcess(policy_path=policy_path, part="delivery")

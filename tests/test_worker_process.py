@@ -1,8 +1,8 @@
-"""``approvals serve`` and its worker processes: the server acknowledges; one worker creates
-requests, decides clicks and fires timers, the other delivers (``APPROVALS_WORKER=single``:
-one does it all). A worker is restarted when it dies, and stops when the server goes away,
-even by ``kill -9``; a submission acknowledged while no worker ran is created by the next
-one.
+"""``approvals serve`` and its worker process(es): the server acknowledges, the worker
+creates requests and delivers (``APPROVALS_WORKER=split``: one worker creates requests,
+decides clicks and fires timers, another delivers). A worker is restarted when it dies, and
+stops when the server goes away, even by ``kill -9``; a submission acknowledged while no
+worker ran is created by the next one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,17 @@ from tests.slack_support import ack_text
 from tests.test_crash import POLICY, cards_to
 
 
-@pytest.fixture
-def server(slack: FakeSlack, tmp_path: Path) -> Server:
+def make_server(slack: FakeSlack, tmp_path: Path, mode: str) -> Server:
+    """A server with one worker process (``process``, the default), or two (``split``)."""
     policy = tmp_path / "policy.yml"
     policy.write_text(POLICY)
-    return Server(slack=slack, workdir=tmp_path, policy=policy)
+    return Server(slack=slack, workdir=tmp_path, policy=policy,
+                  extra_env={"APPROVALS_WORKER": mode})
+
+
+@pytest.fixture(params=["process", "split"])
+def server(slack: FakeSlack, tmp_path: Path, request: pytest.FixtureRequest) -> Server:
+    return make_server(slack, tmp_path, request.param)
 
 
 def children(pid: int) -> list[int]:
@@ -39,8 +45,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def worker_of(server: Server, part: str = "work") -> int:
-    """The server's worker process doing ``part`` of the work ("work" or "delivery")."""
+def worker_of(server: Server, part: str) -> int:
+    """The server's worker process doing ``part`` of the work ("all", or with
+    ``APPROVALS_WORKER=split`` "work" or "delivery")."""
     assert server.process is not None
     found = [c for c in children(server.process.pid) if _part(c) == part]
     assert len(found) == 1, found
@@ -58,19 +65,27 @@ def _part(pid: int) -> str | None:
     return argv[argv.index("--part") + 1]
 
 
-def both_workers(server: Server) -> bool:
+def parts(server: Server) -> list[str]:
+    """What its workers do: ``["all"]``, or ``["delivery", "work"]`` when split."""
+    return ["delivery", "work"] if server.extra_env.get("APPROVALS_WORKER") == "split" \
+        else ["all"]
+
+
+def workers_started(server: Server) -> bool:
     assert server.process is not None
-    return sorted(filter(None, map(_part, children(server.process.pid)))) == ["delivery", "work"]
+    return sorted(filter(None, map(_part, children(server.process.pid)))) == parts(server)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("part", ["work", "delivery"])
+@pytest.mark.parametrize(("mode", "part"), [("process", "all"), ("split", "work"),
+                                           ("split", "delivery")])
 async def test_the_worker_is_restarted_and_nothing_acknowledged_is_lost(
-        server: Server, slack: FakeSlack, part: str) -> None:
-    """Either half of the worker (creating requests, or delivering to Slack)."""
+        slack: FakeSlack, tmp_path: Path, mode: str, part: str) -> None:
+    """The worker, or when split either half of it (creating requests, or delivering)."""
+    server = make_server(slack, tmp_path, mode)
     await server.start()
     try:
-        await eventually(lambda: both_workers(server), what="both workers to start")
+        await eventually(lambda: workers_started(server), what="the workers to start")
         answer = ack_text(await server.command("U_ALICE", "$25,000 Desks for the office"))
         assert "PR-1" in answer
         await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the first card")
@@ -99,8 +114,8 @@ async def test_the_worker_is_restarted_and_nothing_acknowledged_is_lost(
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 async def test_the_worker_stops_when_the_server_is_killed(server: Server) -> None:
     await server.start()
-    await eventually(lambda: both_workers(server), what="both workers to start")
-    workers = [worker_of(server, "work"), worker_of(server, "delivery")]
+    await eventually(lambda: workers_started(server), what="the workers to start")
+    workers = [worker_of(server, part) for part in parts(server)]
 
     server.kill()
 
@@ -111,8 +126,8 @@ async def test_the_worker_stops_when_the_server_is_killed(server: Server) -> Non
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 async def test_a_stopped_server_stops_its_worker_cleanly(server: Server) -> None:
     await server.start()
-    await eventually(lambda: both_workers(server), what="both workers to start")
-    workers = [worker_of(server, "work"), worker_of(server, "delivery")]
+    await eventually(lambda: workers_started(server), what="the workers to start")
+    workers = [worker_of(server, part) for part in parts(server)]
 
     server.stop()
 
@@ -132,21 +147,5 @@ async def test_inline_mode_runs_everything_in_one_process(slack: FakeSlack,
         assert "PR-1" in ack_text(await server.command("U_ALICE", "$25,000 Desks"))
         await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the card")
         assert children(server.process.pid) == []  # type: ignore[union-attr]
-    finally:
-        server.stop()
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-async def test_single_mode_runs_one_worker_for_all_of_it(slack: FakeSlack,
-                                                         tmp_path: Path) -> None:
-    policy = tmp_path / "policy.yml"
-    policy.write_text(POLICY)
-    server = Server(slack=slack, workdir=tmp_path, policy=policy,
-                    extra_env={"APPROVALS_WORKER": "single"})
-    await server.start()
-    try:
-        assert "PR-1" in ack_text(await server.command("U_ALICE", "$25,000 Desks"))
-        await eventually(lambda: len(cards_to(slack, "U_BOB")) == 1, what="the card")
-        assert [_part(c) for c in children(server.process.pid)] == ["all"]  # type: ignore[union-attr]
     finally:
         server.stop()

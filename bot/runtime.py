@@ -5,8 +5,9 @@ Nothing here decides anything. :meth:`Runtime.tick` is what APScheduler calls ab
 second: it fires the timers that are due (each claimed by deleting its row in the same
 transaction as the state change it causes) and delivers the outbox. Listeners call
 :meth:`Runtime.wake` after a commit so messages go out at once instead of on the next tick.
-:meth:`Runtime.submitted` also starts the LLM advisor (when ``OPENAI_API_KEY`` is set) as a
-background task: its opinion, or a note when it fails, updates the cards later.
+:meth:`Runtime.submitted` also queues the request for the LLM advisor (when
+``OPENAI_API_KEY`` is set), asked by a few background tasks in turn: its opinion, or a note
+when it fails, updates the cards later.
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ class Runtime:
                            home_delay=settings.home_refresh_seconds,
                            intake_limit=settings.intake_backlog)
         self.llm = llm if llm is not None else LlmAdvisor.from_settings(settings)
-        self._advising: set[asyncio.Task[None]] = set()
+        # Requests waiting for the LLM's second opinion, by id (a burst of thousands costs
+        # a few bytes each, not a task and a request each), and the tasks asking it: as
+        # many as it takes calls at once.
+        self._to_advise: asyncio.Queue[int] = asyncio.Queue()
+        self._advising: list[asyncio.Task[None]] = []
         token = settings.slack_bot_token
         # Listener calls (views.open, views.publish, ephemeral answers) retry what is safe.
         self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
@@ -214,10 +219,31 @@ class Runtime:
         request = outcome.request
         # A second opinion is for people: requests approved automatically need none.
         if self.llm is not None and request.status is RequestStatus.PENDING:
-            task = asyncio.create_task(self._second_opinion(self.llm, request),
-                                       name=f"advise-{request.ref}")
-            self._advising.add(task)
-            task.add_done_callback(self._advising.discard)
+            if not self._advising:
+                self._advising = [asyncio.create_task(self._advise_next(self.llm),
+                                                      name=f"advisor-{n}")
+                                  for n in range(self.llm.concurrency)]
+            self._to_advise.put_nowait(request.id)
+
+    async def _advise_next(self, llm: LlmAdvisor) -> None:
+        """Ask for the second opinions waiting, one at a time, oldest first."""
+        while True:
+            request_id = await self._to_advise.get()
+            try:
+                request = await self.store.get(request_id)
+                if request is not None:
+                    await self._second_opinion(llm, request)
+            except DATABASE_DOWN as exc:  # the rules' annotation stands
+                log.warning("AI advisor: could not read PR-%s (%s)", request_id,
+                            _one_line(exc))
+            except Exception:
+                log.exception("AI advisor: could not read PR-%s", request_id)
+            finally:
+                self._to_advise.task_done()
+
+    def second_opinions_waiting(self) -> int:
+        """Requests whose second opinion has not been asked for yet."""
+        return self._to_advise.qsize()
 
     async def _second_opinion(self, llm: LlmAdvisor, request: Request) -> None:
         """Ask the LLM, then record its opinion -- or a note saying why there is none."""
@@ -242,8 +268,7 @@ class Runtime:
 
     async def advised(self) -> None:
         """Wait until every LLM annotation under way is recorded (tests, the demo)."""
-        while self._advising:
-            await asyncio.gather(*self._advising, return_exceptions=True)
+        await self._to_advise.join()
 
     def wake(self) -> None:
         """Something was committed: look for work now, here and in the worker process(es)."""
@@ -354,9 +379,10 @@ class Runtime:
         self.wake_here()  # whatever an earlier process left behind
 
     async def close(self) -> None:
-        for task in list(self._advising):
+        for task in self._advising:
             task.cancel()
         await asyncio.gather(*self._advising, return_exceptions=True)
+        self._advising = []
         if self.llm is not None:
             await self.llm.close()
         if self._scheduler is not None:

@@ -278,3 +278,32 @@ async def test_no_second_opinion_for_requests_approved_automatically(
         assert "approved automatically" in ack.text
         await ws.runtime.advised()
         assert server.requests == []
+
+
+async def test_a_burst_waits_for_its_second_opinions_as_numbers_not_as_tasks(
+        server: FakeOpenAI) -> None:
+    """Thousands of requests in a burst, an LLM that answers slowly: those waiting for their
+    second opinion are held as request numbers, with only as many tasks as the LLM takes
+    calls at once; each is asked in turn, oldest first, and every card gets its note."""
+    gate = asyncio.Event()
+    server.default = Reply(answer(commentary="Compare with last year's quotes."), hold=gate)
+    async with Workspace(policy_text=POLICY, llm=advisor(server, timeout=5,
+                                                         concurrency=2)) as ws:
+        for n in range(12):
+            await ws.command("U_ALICE", f"$2{n:02d},000 USD Desks for floor {n}")
+        await asyncio.wait_for(server.received(2), timeout=5)
+        for _ in range(20):  # give any others every chance to start
+            await asyncio.sleep(0)
+        assert server.in_flight == 2 and ws.runtime.second_opinions_waiting() == 10
+        asking = [t for t in asyncio.all_tasks() if t.get_name().startswith("advis")]
+        assert len(asking) == 2
+        first = [body["messages"][-1]["content"] for body in server.requests]
+        assert "floor 0" in first[0] and "floor 1" in first[1]
+
+        gate.set()
+        await ws.runtime.advised()
+        await ws.settle()
+        assert len(server.requests) == 12 and ws.runtime.second_opinions_waiting() == 0
+        for n in range(1, 13):
+            assert "_AI:_ Compare with last year's quotes." in _card_text(ws, "U_BOB",
+                                                                           f"PR-{n}")

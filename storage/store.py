@@ -113,6 +113,7 @@ class _Arrival:
     policy: Policy
     source: str | None
     receipt: bool
+    draft: Request  # as routed with no delegation in force
 
 
 @dataclass(slots=True)
@@ -367,8 +368,8 @@ class Store:
         if draft.request.status is not RequestStatus.PENDING:
             created = await self.submit(cmd, policy=policy, source=source, receipt=receipt)
             return Received(created.request, queued=False, outcome=created)
-        return Received(await self._arrivals(_Arrival(cmd, policy, source, receipt)),
-                        queued=True)
+        return Received(await self._arrivals(_Arrival(cmd, policy, source, receipt,
+                                                      draft.request)), queued=True)
 
     async def _room_in_intake(self) -> None:
         """Hold new submissions (up to :data:`INTAKE_HOLD` seconds, well inside Slack's
@@ -396,9 +397,11 @@ class Store:
                 cmd, policy = arrival.cmd, arrival.policy
                 version = await self._ensure_policy(session, policy, source=arrival.source,
                                                     at=cmd.at)
+                # routed again only if a delegation may change whom it waits for
                 drafts.append(machine.submit(cmd, request_id=0, policy=policy,
                                              policy_version=version,
-                                             delegations=delegations).request)
+                                             delegations=delegations).request
+                              if delegations else arrival.draft)
                 rows.append({"requester": cmd.requester, "received_at": cmd.at,
                              "attempts": 0, "next_attempt_at": cmd.at,
                              "payload": json.dumps({"command": cmd.model_dump(mode="json"),

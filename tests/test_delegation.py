@@ -50,7 +50,8 @@ async def test_a_new_step_goes_to_the_delegate(ws: Workspace) -> None:
     assert await delegations_in_audit(ws) == [("U_BOB", {"to": "U_CAROL",
                                                          "until": "2026-12-25T00:00:00+00:00"})]
 
-    await create(ws, "U_ALICE", "$5,000 Laptops for the new hires")
+    ack = ack_text(await ws.command("U_ALICE", "$5,000 Laptops for the new hires"))
+    assert "It waits for <@U_CAROL>" in ack, "the acknowledgement names who decides"
     assert ws.cards_of("U_BOB") == [], "the away approver gets no card"
     carol = ws.card("U_CAROL", "PR-1")
     assert decidable(carol)

@@ -520,15 +520,16 @@ class Store:
     async def process_intake(self, now: datetime, *, limit: int = INTAKE_BATCH
                              ) -> list[Outcome]:
         """Create the requests waiting in the intake, oldest first: up to ``limit`` in one
-        transaction on SQLite (one commit for all; fewer once :data:`CREATE_BUDGET` is
-        spent, the rest in the next one), one per transaction on PostgreSQL
-        (replicas take different rows, ``SKIP LOCKED``, and never hold many locks).
+        transaction (one commit for all; fewer once :data:`CREATE_BUDGET` is spent, the
+        rest in the next one). On PostgreSQL replicas take different rows (``SKIP
+        LOCKED``), and a batch takes its requesters' advisory locks up front, in one order
+        (see :meth:`history`), so two batches never wait on each other in a circle.
 
         A row that fails is retried alone, with a back-off; one that cannot become a
         request (or still fails after :data:`INTAKE_ATTEMPTS`) is removed and its
         requester is told by DM that nothing was created.
         """
-        batch = limit if self.db.sqlite else 1
+        batch = limit
         taken = 0
         if not await self._any(IntakeRow):
             return []  # no write transaction (on SQLite, the lock) for nothing
@@ -536,6 +537,9 @@ class Store:
             async with self.db.write() as session:
                 rows = await self._due_intake(session, now, batch)
                 taken = len(rows)
+                if not self.db.sqlite:
+                    for key in sorted({_lock_key(r.requester) for r in rows}):
+                        await session.execute(select(func.pg_advisory_xact_lock(key)))
                 writes = _Writes()
                 delegations = (await self._delegations(session, min(r.received_at for r in rows))
                                if rows else {})
@@ -567,7 +571,9 @@ class Store:
         for number in ids:
             try:
                 async with self.db.write() as session:
-                    row = await session.get(IntakeRow, number)
+                    # (another replica may be creating it: theirs then)
+                    row = await session.get(IntakeRow, number, with_for_update=None
+                                            if self.db.sqlite else {"skip_locked": True})
                     if row is not None:
                         outcomes.append(await self._process(session, row))
             except Exception as exc:

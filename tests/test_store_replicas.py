@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, text
 
+from flows.advisor import rules_advice
 from flows.machine import Approve, Submit
 from flows.policy import Policy
 from storage.db import Conflict, Database
@@ -23,6 +24,7 @@ from storage.tables import CardRow, OutboxRow, TimerRow
 from tests.conftest import EXAMPLE_POLICY, T0
 
 REQUESTS = 12
+VENDORS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Wonka"]
 
 
 def submit_cmd(n: int) -> Submit:
@@ -75,6 +77,49 @@ async def test_due_timers_fire_once_across_replicas_while_decisions_cancel_them(
     assert due == []
     assert Counter(reminders) == +reminded
     assert await a.verify_audit() is None
+
+
+async def test_replicas_create_the_intake_in_batches_each_request_once(
+        database: Database, policy: Policy) -> None:
+    """Two replicas take batches of the intake at once, their requesters interleaved: each
+    request is created once, of a requester's two same asks exactly one is seen as a
+    duplicate (of the other, whichever replica created it), and the audit chain holds. On
+    PostgreSQL a batch takes its requesters' locks up front, in one order, so two batches
+    see each other and never wait on each other in a circle."""
+    a = Store(database, advisor=rules_advice)
+    await a.register_policy(policy, source=EXAMPLE_POLICY.read_text(), at=T0)
+    other = Database(database.url)
+    b = Store(other, advisor=rules_advice)
+    try:
+        for n in range(REQUESTS * 2):  # each requester asks for the same thing twice
+            await a.receive(Submit(requester=("U_ALICE", "U_BOB")[n % 2],
+                                   amount=Decimal(6000 + 400 * (n // 4)), currency="USD",
+                                   purpose="Laptops for the new team",
+                                   vendor=VENDORS[n // 4], cost_center="ENG-001",
+                                   at=T0 + timedelta(seconds=n)), policy=policy)
+
+        async def drain(store: Store) -> list[int]:
+            made: list[int] = []
+            while await store.intake_waiting():
+                made += [o.request.id for o in await store.process_intake(
+                    T0 + timedelta(minutes=1), limit=5)]
+            return made
+
+        made = await asyncio.gather(drain(a), drain(b), drain(a))
+        created = [n for batch in made for n in batch]
+        assert sorted(created) == list(range(1, REQUESTS * 2 + 1)), "created twice or never"
+        flagged: Counter[tuple[str, str | None]] = Counter()
+        for n in range(1, REQUESTS * 2 + 1):
+            request = await a.get(n)
+            assert request is not None and request.advice is not None
+            if "duplicate" in request.advice.codes:
+                flagged[(request.requester, request.vendor)] += 1
+        # each requester asked each vendor twice: whichever was created second is flagged
+        assert flagged == {(who, vendor): 1 for who in ("U_ALICE", "U_BOB")
+                           for vendor in VENDORS}
+        assert await a.verify_audit() is None
+    finally:
+        await other.close()
 
 
 async def test_outbox_claims_are_disjoint_and_keep_each_requests_order(

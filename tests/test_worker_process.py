@@ -149,3 +149,36 @@ async def test_inline_mode_runs_everything_in_one_process(slack: FakeSlack,
         assert children(server.process.pid) == []  # type: ignore[union-attr]
     finally:
         server.stop()
+
+
+async def test_a_workers_wake_line_wakes_the_other_and_anything_else_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Split, each half tells the server (a ``w`` line) that the other has something to do;
+    the server passes it on. Coalesced: many wakes in one turn of the loop are one line."""
+    import asyncio
+    import io
+    import logging
+
+    from bot.worker import WAKE, Workers, _Announcer
+
+    out = io.BytesIO()
+    announcer = _Announcer(out)
+    for _ in range(5):
+        announcer.wake()
+    await asyncio.sleep(0)
+    announcer.wake()
+    assert out.getvalue() == WAKE * 2
+
+    workers = Workers(policy_path=tmp_path / "policy.yml", split=True)
+    work, delivery = workers.processes
+    assert (work.part, delivery.part) == ("work", "delivery")
+    assert work.on_wake == delivery.wake and delivery.on_wake == work.wake
+    woken: list[str] = []
+    work.on_wake = lambda: woken.append("delivery")
+    stream = asyncio.StreamReader()
+    stream.feed_data(WAKE + b"something to say\n" + WAKE)
+    stream.feed_eof()
+    with caplog.at_level(logging.INFO, logger="approvals.worker"):
+        await work._pass_on(stream)
+    assert woken == ["delivery", "delivery"]
+    assert "worker: something to say" in caplog.text

@@ -376,8 +376,8 @@ def serve(port: int, host: str, policy_file: str | None, socket: bool) -> None:
               help="Policy file (default: APPROVALS_POLICY, else ./policy.yml).")
 @click.option("--part", type=click.Choice(["all", "work", "delivery"]), default="all",
               show_default=True,
-              help="All of it, or one half: new requests, clicks and timers (work), or "
-                   "delivery to Slack (delivery).")
+              help="All of it, or one half: new requests and timers (work), or clicks "
+                   "and delivery to Slack (delivery).")
 @click.option("--schema-ready", is_flag=True, hidden=True,
               help="The server that starts this worker has just checked the schema.")
 def worker(policy_file: str | None, part: str, schema_ready: bool) -> None:

@@ -59,8 +59,9 @@ DATABASE_DOWN = (OperationalError, InterfaceError, OSError, TimeoutError)
 
 
 # What a process runs: everything ("all": inline, or the single worker), or one of the two
-# halves of the worker (bot.worker): clicks, new requests and timers ("work"), or the outbox
-# ("delivery"), so that each has a core of its own.
+# halves of the worker (bot.worker): new requests, timers and the LLM's second opinions
+# ("work"), or clicks and the outbox ("delivery": a click's card updates and next cards go
+# out from the process that decided it, as with one worker), each half on a core.
 Part = Literal["all", "work", "delivery"]
 
 
@@ -289,18 +290,21 @@ class Runtime:
         return self._ahead < AHEAD_MAX
 
     async def _work_loop(self) -> None:
-        """Clicks and new requests, a batch of each in turn while either has work; then
-        wait for :meth:`wake` (a commit here or in the server) or the next tick. Delivery
-        runs beside it (:meth:`_delivery_loop`): while cards wait on Slack, this goes on."""
+        """Clicks and new requests (only new requests in the work half, only clicks in the
+        delivery half), a batch of each in turn while either has work; then wait for
+        :meth:`wake` (a commit here or in the server) or the next tick. Delivery runs beside
+        it (:meth:`_delivery_loop`): while cards wait on Slack, this goes on."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 while True:
-                    clicked = await self.store.process_clicks()
+                    clicked = await self.store.process_clicks() if self.part != "work" else 0
                     outcomes: list[Outcome] = []
                     self._room.clear()  # (before looking: a wake meanwhile is not lost)
-                    if await self._may_create():
+                    if self.part == "delivery":
+                        pass  # new requests are the work half's
+                    elif await self._may_create():
                         outcomes = await self.store.process_intake(self.clock.now())
                         self._ahead += len(outcomes)
                         for outcome in outcomes:
@@ -370,9 +374,8 @@ class Runtime:
                           misfire_grace_time=5, id="tick")
         scheduler.start()
         self._scheduler = scheduler
-        self._drainers = []
-        if self.part != "delivery":
-            self._drainers.append(asyncio.create_task(self._work_loop(), name="intake"))
+        self._drainers = [asyncio.create_task(self._work_loop(), name="clicks"
+                                              if self.part == "delivery" else "intake")]
         if self.part != "work":
             self._drainers.append(asyncio.create_task(self._delivery_loop(),
                                                       name="outbox-drain"))

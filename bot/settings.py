@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     ai_model: str = Field(default=DEFAULT_AI_MODEL, alias="APPROVALS_AI_MODEL")
     # HTTP mode: "process" runs timers, new requests, clicks and delivery in a child
     # process, so acknowledgements never wait behind them; "split" runs them in two, one
-    # creating requests, deciding clicks and firing timers, the other delivering to Slack
-    # (each half gets a core: more acknowledgements a second under a burst, about 80 MB
+    # creating requests and firing timers, the other deciding clicks and delivering to Slack
+    # (each half gets a core: more acknowledgements a second under a burst, about 90 MB
     # more memory); "inline" keeps everything in the server's process.
     worker: Literal["process", "split", "inline"] = Field(default="process",
                                                           alias="APPROVALS_WORKER")

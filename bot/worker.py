@@ -3,8 +3,9 @@ own.
 
 ``approvals serve`` (HTTP mode) starts ``approvals worker`` as a child process
 (``APPROVALS_WORKER=process``, the default) or, with ``split``, two, each doing half of the
-work -- ``--part work`` creates the requests (advisor, audit trail, timers), decides clicks
-and fires timers; ``--part delivery`` sends the outbox to Slack -- so each half has a core.
+work -- ``--part work`` creates the requests (advisor, audit trail, timers) and fires
+timers; ``--part delivery`` decides clicks and sends the outbox to Slack -- so each half
+has a core.
 The server then only answers Slack: it records a submission in the intake, or a decision,
 and acknowledges.
 
@@ -142,7 +143,7 @@ class WorkerProcess:
 
 class Workers:
     """The server's worker processes: one doing all of the work, or (``split``) the two
-    halves of it ("work": new requests, clicks, timers; "delivery": the outbox), each woken
+    halves of it ("work": new requests, timers; "delivery": clicks, the outbox), each woken
     by the other through the server."""
 
     def __init__(self, *, policy_path: Path, split: bool = False) -> None:

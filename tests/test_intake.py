@@ -432,7 +432,7 @@ async def test_empty_queues_take_no_write_lock(ws: Workspace,
 async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it(
         ws: Workspace) -> None:
     """The worker's two halves (``serve`` runs each in a process of its own): "work"
-    creates requests and decides clicks, "delivery" sends the cards, each waking the other
+    creates requests, "delivery" decides clicks and sends the cards, each waking the other
     (here directly; through the server between processes). Creation stops at most
     ``SPLIT_AHEAD`` (plus one batch) ahead of the cards, while clicks are still decided;
     once Slack answers again every card goes out, once, and only from the delivery half."""
@@ -472,7 +472,7 @@ async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it
         await work.start_background()
         await delivery.start_background()
         assert [t.get_name() for t in work._drainers] == ["intake"]
-        assert [t.get_name() for t in delivery._drainers] == ["outbox-drain"]
+        assert [t.get_name() for t in delivery._drainers] == ["clicks", "outbox-drain"]
         ahead = runtime_module.SPLIT_AHEAD
 
         async def parked() -> bool:

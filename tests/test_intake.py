@@ -306,43 +306,47 @@ async def test_a_click_not_confirmed_in_time_is_never_called_unchanged(
     assert request is not None and request.steps[0].decided_by == "U_BOB"
 
 
-async def test_creation_runs_ahead_of_delivery_only_so_far(ws: Workspace) -> None:
-    """In the background, requests are created while their cards wait on Slack, but at
-    most ``AHEAD_MAX`` (plus one batch) ahead of them: beyond that the intake fills, so
-    acknowledgements slow down, instead of cards falling behind their acknowledgements.
-    When Slack answers again, every card goes out, once."""
+STALLED_BURST = 300
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     import asyncio
     import time
+
+    deadline = time.monotonic() + 20
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def _burst_while_slack_stalls(ws: Workspace) -> Callable[[], Awaitable[int]]:
+    """``STALLED_BURST`` submissions waiting in the intake, and Slack taking posts without
+    answering; returns how many requests have been created so far."""
     from decimal import Decimal
 
-    from bot import runtime as runtime_module
     from flows.machine import Submit
 
-    store, policy = ws.runtime.store, ws.runtime.policy
-    total = 300
-    for n in range(total):
+    store = ws.runtime.store
+    for n in range(STALLED_BURST):
         await store.receive(Submit(requester="U_ALICE", amount=Decimal(25_000 + n),
                                    currency="USD", purpose=f"Desks {n}", at=ws.clock.now()),
-                            policy=policy)
+                            policy=ws.runtime.policy)
     ws.slack.stall("chat.postMessage", times=10_000)  # posted, but no answer comes back
 
     async def created() -> int:
-        return total - await store.intake_waiting()
+        return STALLED_BURST - await store.intake_waiting()
 
-    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-        deadline = time.monotonic() + 20
-        while not await check():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
+    return created
 
-    await ws.runtime.start_background()
-    ahead = runtime_module.AHEAD_MAX
 
-    async def parked() -> bool:
-        return (await created() >= ahead and bool(ws.slack.calls("chat.postMessage"))
-                and not ws.runtime._room.is_set())
+async def _held_then_caught_up(ws: Workspace, created: Callable[[], Awaitable[int]], *,
+                               ahead: int, parked: Callable[[], Awaitable[bool]]) -> None:
+    """Creation stops ``ahead`` (plus one batch) of the stalled cards; a click is still
+    decided; once Slack answers, every request is created and its card sent, once."""
+    import asyncio
 
-    await until(parked, "creation to wait for the stalled round of cards")
+    store = ws.runtime.store
+    await _until(parked, "creation to wait for the stalled cards")
     for _ in range(25):  # a while longer: nothing more is created
         await asyncio.sleep(0.02)
     assert ahead <= await created() <= ahead + store_module.INTAKE_BATCH
@@ -357,18 +361,36 @@ async def test_creation_runs_ahead_of_delivery_only_so_far(ws: Workspace) -> Non
         return request is not None and request.current is not None \
             and request.current.index == 1
 
-    await until(decided, "the click to be decided while new requests wait")
+    await _until(decided, "the click to be decided while new requests wait")
     assert await created() <= ahead + store_module.INTAKE_BATCH
 
     ws.slack.heal()
 
     async def delivered() -> bool:
-        return await created() == total and len(ws.cards_of("U_BOB")) == total
+        return await created() == STALLED_BURST and len(ws.cards_of("U_BOB")) == STALLED_BURST
 
-    await until(delivered, "every request and its card")
+    await _until(delivered, "every request and its card")
     refs = [(m.get("metadata") or {}).get("event_payload", {}).get("request")
             for m in ws.cards_of("U_BOB")]
-    assert sorted(refs) == list(range(1, total + 1))  # each card once
+    assert sorted(refs) == list(range(1, STALLED_BURST + 1))  # each card once
+
+
+async def test_creation_runs_ahead_of_delivery_only_so_far(ws: Workspace) -> None:
+    """In the background, requests are created while their cards wait on Slack, but at
+    most ``AHEAD_MAX`` (plus one batch) ahead of them: beyond that the intake fills, so
+    acknowledgements slow down, instead of cards falling behind their acknowledgements.
+    When Slack answers again, every card goes out, once."""
+    from bot import runtime as runtime_module
+
+    created = await _burst_while_slack_stalls(ws)
+    await ws.runtime.start_background()
+    ahead = runtime_module.AHEAD_MAX
+
+    async def parked() -> bool:
+        return (await created() >= ahead and bool(ws.slack.calls("chat.postMessage"))
+                and not ws.runtime._room.is_set())
+
+    await _held_then_caught_up(ws, created, ahead=ahead, parked=parked)
 
 
 @pytest.mark.parametrize("budget", [0.0, 60.0])
@@ -436,13 +458,8 @@ async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it
     (here directly; through the server between processes). Creation stops at most
     ``SPLIT_AHEAD`` (plus one batch) ahead of the cards, while clicks are still decided;
     once Slack answers again every card goes out, once, and only from the delivery half."""
-    import asyncio
-    import time
-    from decimal import Decimal
-
     from bot import runtime as runtime_module
     from bot.runtime import Runtime
-    from flows.machine import Submit
 
     work = ws.runtime
     delivery = Runtime(settings=work.settings, policy=work.policy,
@@ -450,23 +467,7 @@ async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it
     work.part, delivery.part = "work", "delivery"
     delivery.schema_ready = True
     work.notify, delivery.notify = delivery.wake_here, work.wake_here
-    store, policy = work.store, work.policy
-    total = 300
-    for n in range(total):
-        await store.receive(Submit(requester="U_ALICE", amount=Decimal(25_000 + n),
-                                   currency="USD", purpose=f"Desks {n}", at=ws.clock.now()),
-                            policy=policy)
-    ws.slack.stall("chat.postMessage", times=10_000)  # posted, but no answer comes back
-
-    async def created() -> int:
-        return total - await store.intake_waiting()
-
-    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-        deadline = time.monotonic() + 20
-        while not await check():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
-
+    created = await _burst_while_slack_stalls(ws)
     await delivery.prepare()
     try:
         await work.start_background()
@@ -477,33 +478,8 @@ async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it
 
         async def parked() -> bool:
             return (await created() >= ahead and bool(ws.slack.calls("chat.postMessage"))
-                    and await store.people_waiting(limit=ahead) >= ahead)
+                    and await work.store.people_waiting(limit=ahead) >= ahead)
 
-        await until(parked, "creation to wait for the stalled cards")
-        for _ in range(25):  # a while longer: nothing more is created
-            await asyncio.sleep(0.02)
-        assert ahead <= await created() <= ahead + store_module.INTAKE_BATCH
-
-        # clicks are still decided meanwhile; new requests still wait
-        await store.receive_click(1, 0, actor="U_BOB", at=ws.clock.now(), response_url=None)
-        work.wake()
-
-        async def decided() -> bool:
-            request = await store.get(1)
-            return request is not None and request.current is not None \
-                and request.current.index == 1
-
-        await until(decided, "the click to be decided while new requests wait")
-        assert await created() <= ahead + store_module.INTAKE_BATCH
-
-        ws.slack.heal()
-
-        async def delivered() -> bool:
-            return await created() == total and len(ws.cards_of("U_BOB")) == total
-
-        await until(delivered, "every request and its card")
-        refs = [(m.get("metadata") or {}).get("event_payload", {}).get("request")
-                for m in ws.cards_of("U_BOB")]
-        assert sorted(refs) == list(range(1, total + 1))  # each card once
+        await _held_then_caught_up(ws, created, ahead=ahead, parked=parked)
     finally:
         await delivery.close()

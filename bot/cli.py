@@ -26,9 +26,6 @@ from sqlalchemy.exc import DBAPIError
 from bot import output
 from bot.explain import Explanation, LevelRoute, explain
 from bot.settings import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from bot.runtime import Part
 from flows.audit import Break
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
 from flows.model import parse_ref
@@ -36,6 +33,9 @@ from flows.money import SYMBOLS, parse_amount
 from flows.policy import load_policy
 from storage.db import Database
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from bot.runtime import Part
 
 T = TypeVar("T")
 
@@ -382,7 +382,8 @@ def serve(port: int, host: str, policy_file: str | None, socket: bool) -> None:
               help="The server that starts this worker has just checked the schema.")
 def worker(policy_file: str | None, part: str, schema_ready: bool) -> None:
     """Run the background work only (new requests, clicks, timers, delivery); `serve`
-    starts its two halves by itself. Stops at the end of its standard input."""
+    starts it by itself (with APPROVALS_WORKER=split, its two halves). Stops at the end
+    of its standard input."""
     from bot.runtime import Runtime
     from bot.worker import run_worker
     from flows.errors import PolicyError

@@ -529,13 +529,12 @@ class Store:
         request (or still fails after :data:`INTAKE_ATTEMPTS`) is removed and its
         requester is told by DM that nothing was created.
         """
-        batch = limit
         taken = 0
         if not await self._any(IntakeRow):
             return []  # no write transaction (on SQLite, the lock) for nothing
         try:
             async with self.db.write() as session:
-                rows = await self._due_intake(session, now, batch)
+                rows = await self._due_intake(session, now, limit)
                 taken = len(rows)
                 if not self.db.sqlite:
                     for key in sorted({_lock_key(r.requester) for r in rows}):
@@ -567,7 +566,7 @@ class Store:
         # one of the batch failed: each row on its own, so the others are not held up
         outcomes = []
         async with self.db.read() as session:
-            ids = [r.id for r in await self._due_intake(session, now, batch, lock=False)]
+            ids = [r.id for r in await self._due_intake(session, now, limit, lock=False)]
         for number in ids:
             try:
                 async with self.db.write() as session:

@@ -75,6 +75,7 @@ from storage.coltypes import UTCDateTime
 from storage.db import Conflict, Database
 from storage.grouped import Grouped
 from storage.tables import (
+    OUTBOX_PEOPLE,
     AssignmentRow,
     AuditHeadRow,
     AuditRow,
@@ -1369,7 +1370,7 @@ def _count_people(*, sqlite: bool) -> TextualSelect:
     sql = f"""
         SELECT count(*) AS n FROM (
             SELECT 1 FROM outbox{hint}
-            WHERE status = 'pending' AND kind <> 'home' LIMIT :limit) AS w"""  # noqa: S608
+            WHERE {OUTBOX_PEOPLE} LIMIT :limit) AS w"""  # noqa: S608 (constants only)
     return text(sql).columns(column("n", Integer))
 
 

@@ -11,6 +11,7 @@ different requests go out concurrently. Failures are retried with backoff (honou
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import cards
@@ -238,8 +240,8 @@ class Deliverer:
             existing = next((c for c in await self.store.cards(request.id, step.index)
                              if c.user == user), None)
         if existing is not None:  # a step handed back: their old card comes alive again
-            await self.client.chat_update(channel=existing.channel, ts=existing.ts,
-                                          **message.as_kwargs())
+            await self._call("chat.update", {"channel": existing.channel, "ts": existing.ts,
+                                             **message.as_kwargs()})
             return None, None
         channel, ts = await self._post(item, user=user, kwargs=message.as_kwargs(),
                                        event_type=CARD_EVENT,
@@ -254,8 +256,8 @@ class Deliverer:
         for card in await self.store.cards(request.id, index):
             message = cards.approval_card(request, step, viewer=card.user)
             try:
-                await self.client.chat_update(channel=card.channel, ts=card.ts,
-                                              **message.as_kwargs())
+                await self._call("chat.update", {"channel": card.channel, "ts": card.ts,
+                                                 **message.as_kwargs()})
             except SlackApiError as exc:
                 if exc.response.get("error") not in CARD_GONE:
                     raise
@@ -324,11 +326,42 @@ class Deliverer:
                 log.info("outbox %s was already posted (%s %s); not posting again", item.id,
                          *found)
                 return found
-        response = await self.client.chat_postMessage(
-            channel=channel or user, thread_ts=thread_ts, **kwargs,
-            metadata={"event_type": event_type,
-                      "event_payload": {"outbox_id": item.id, **(extra or {})}})
+        response = await self._call("chat.postMessage", {
+            "channel": channel or user, "thread_ts": thread_ts, **kwargs,
+            "metadata": {"event_type": event_type,
+                         "event_payload": {"outbox_id": item.id, **(extra or {})}}})
         return str(response["channel"]), str(response["ts"])
+
+    async def _call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One Web API call with a JSON body, answered as a dict; an error answer raises
+        ``SlackApiError`` with the response (status, headers, ``error``), as slack_sdk does.
+
+        The outbox's calls go straight through the shared connection pool: slack_sdk's
+        per-call work (argument conversion, URL joining, request and response objects,
+        a retry loop the outbox does not use) cost a third of a card's delivery. Without
+        a pool (not started yet), the call goes through the client.
+        """
+        args = {k: v for k, v in args.items() if v is not None}
+        if self.http is None or self.http.closed:
+            return dict((await self.client.api_call(method, json=args)).data)
+        base = self.client.base_url
+        url = base + method if base.endswith("/") else f"{base}/{method}"
+        async with self.http.post(url, data=json.dumps(args), headers={
+                "Authorization": f"Bearer {self.client.token}",
+                "Content-Type": "application/json; charset=utf-8"}) as response:
+            status, headers = response.status, response.headers
+            body = await response.read()
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            data = {}
+        if status == 200 and isinstance(data, dict) and data.get("ok"):
+            return data
+        answer = AsyncSlackResponse(client=self.client, http_verb="POST", api_url=url,
+                                    req_args={}, data=data if isinstance(data, dict) else {},
+                                    headers=dict(headers), status_code=status)
+        answer.validate()  # raises SlackApiError, as the client would
+        raise SlackApiError(f"{method} failed (status {status})", answer)
 
     async def _find_posted(self, item: OutboxItem, *, user: str, channel: str | None,
                            thread_ts: str | None) -> tuple[str, str] | None:
@@ -363,7 +396,7 @@ class Deliverer:
         async with self._home_locks[hash(user) % len(self._home_locks)]:
             view = await self._home_view(user)
             for _ in range(HOME_REPUBLISH):
-                await self.client.views_publish(user_id=user, view=view)
+                await self._call("views.publish", {"user_id": user, "view": view})
                 if self.only_publisher:
                     return
                 current = await self._home_view(user)

@@ -90,16 +90,23 @@ class Runtime:
         self._to_advise: asyncio.Queue[int] = asyncio.Queue()
         self._advising: list[asyncio.Task[None]] = []
         token = settings.slack_bot_token
+        # slack_sdk formats a debug line of every call's parameters unless its logger has
+        # a level of its own (it tests ``logger.level``, not the effective level): a third
+        # of a card's cost. Ours has one; debug logging still works by lowering it.
+        api_log = logging.getLogger("approvals.slack_api")
+        if api_log.level == logging.NOTSET:
+            api_log.setLevel(logging.INFO)
         # Listener calls (views.open, views.publish, ephemeral answers) retry what is safe.
         self.client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
-                                     timeout=SLACK_TIMEOUT,
+                                     timeout=SLACK_TIMEOUT, logger=api_log,
                                      retry_handlers=[
                                          AsyncConnectionErrorRetryHandler(max_retry_count=1),
                                          AsyncRateLimitErrorRetryHandler(max_retry_count=1),
                                          AsyncServerErrorRetryHandler(max_retry_count=1)])
         # The outbox retries by itself, with its own bookkeeping: no hidden retries there.
         self.outbox_client = AsyncWebClient(token=token, base_url=settings.slack_api_url,
-                                            timeout=SLACK_TIMEOUT, retry_handlers=[])
+                                            timeout=SLACK_TIMEOUT, logger=api_log,
+                                            retry_handlers=[])
         self.deliverer = Deliverer(store=self.store, client=self.outbox_client,
                                    clock=self.clock,
                                    lease_seconds=settings.outbox_lease_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -85,3 +86,24 @@ def test_serve_refuses_bad_configuration_with_one_line(tmp_path: Path) -> None:
         assert result.returncode == 2, (extra, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and named in lines[0], (extra, result.stderr)
+
+
+def test_serve_refuses_a_taken_port_with_one_line(tmp_path: Path) -> None:
+    """Another server listens there: exit 2 naming the port, before anything starts (no
+    worker, no database file)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**clean_env(), "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s",
+               "SLACK_API_URL": "http://127.0.0.1:9/api/",
+               "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'approvals.db'}"}
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--policy", str(EXAMPLE_POLICY)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--port {port}" in lines[0] and "in use" in lines[0], \
+        result.stderr
+    assert not (tmp_path / "approvals.db").exists()

@@ -1,9 +1,9 @@
 """``/purchase``, the request modal, signatures and ``/healthz``, through the real app.
 
-Every test plays people with signed HTTP requests to the real ASGI app (Bolt listeners,
-store, outbox worker) against the stand-in Slack Web API; nothing calls a listener
-directly. Decisions live in ``test_slack_decisions.py``, the App Home and escaping in
-``test_slack_home.py``.
+Every test plays people with signed HTTP requests to the real web app, served on a local
+port (Bolt listeners, store, outbox worker), against the stand-in Slack Web API; nothing
+calls a listener directly. Decisions live in ``test_slack_decisions.py``, the App Home
+and escaping in ``test_slack_home.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import pytest
 from bot.app import build_app
 from bot.ids import ActionId, CallbackId, StepValue
 from bot.runtime import Runtime
-from bot.server import build_asgi
+from bot.server import build_web
 from bot.settings import Settings
 from bot.standin import signing
 from bot.standin.web_api import FakeSlack
-from bot.standin.workspace import Workspace, has_buttons
+from bot.standin.workspace import Workspace, has_buttons, serve_locally
 from flows.model import RequestStatus
 from flows.policy import parse_policy
 from storage.db import Database
@@ -408,11 +408,9 @@ async def app_on(database: Database) -> AsyncIterator[tuple[httpx.AsyncClient, F
                             _env_file=None)
         runtime = Runtime(settings=settings, policy=parse_policy(POLICY), policy_source=POLICY,
                           db=database)
-        asgi = build_asgi(runtime, build_app(runtime, process_before_response=True),
-                          background=False)
+        web_app = build_web(runtime, build_app(runtime, process_before_response=True))
         try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi),
-                                         base_url="http://approvals.test") as http:
+            async with serve_locally(web_app) as http:
                 yield http, slack
         finally:
             await runtime.close()

@@ -3,9 +3,10 @@
 :class:`Workspace` starts :class:`~bot.standin.web_api.FakeSlack`, builds the real
 :class:`~bot.runtime.Runtime` and Bolt app against it (``SLACK_API_URL`` pointing at the
 stand-in), and lets code act as people: type ``/purchase``, click a card's buttons, submit
-a modal, open the App Home. Every action is a *signed* HTTP request to the real ASGI app,
-exactly as Slack would send it. Time is a :class:`~bot.clock.FakeClock`; :meth:`settle`
-runs what the background tick would (due timers, then the outbox).
+a modal, open the App Home. Every action is a *signed* HTTP request, exactly as Slack
+would send it, to the production web application (:func:`bot.server.build_web`) served on
+a local port. Time is a :class:`~bot.clock.FakeClock`; :meth:`settle` runs what the
+background tick would (due timers, then the outbox).
 
 Given no ``database_url``, a Workspace keeps its data in a temporary SQLite file, unless
 :attr:`Workspace.scratch_database` hands out throw-away databases of another kind (the
@@ -14,22 +15,24 @@ test suite's PostgreSQL run sets it: ``APPROVALS_TEST_DATABASE=postgresql``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import httpx
+from aiohttp import web
 
 from bot.advisor_llm import LlmAdvisor
 from bot.app import build_app
 from bot.clock import FakeClock
 from bot.ids import EVENTS_PATH, ActionId, CallbackId, StepValue
 from bot.runtime import Runtime
-from bot.server import build_asgi
+from bot.server import build_web, runner_for, running
 from bot.settings import Settings
 from bot.standin import signing
 from bot.standin.web_api import FakeSlack
@@ -80,15 +83,13 @@ class Workspace:
         self.runtime = Runtime(settings=settings, policy=parse_policy(self.policy_text),
                                policy_source=self.policy_text, clock=self.clock, llm=self.llm)
         self.app = build_app(self.runtime, process_before_response=self._pbr)
-        self.asgi = build_asgi(self.runtime, self.app, background=False)
-        await self.runtime.prepare()
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.asgi),
-                                      base_url="http://approvals.test")
+        # the background work is not started: settle() does it when a test says so
+        await self._exits.enter_async_context(running(self.runtime, background=False))
+        self.http = await self._exits.enter_async_context(
+            serve_locally(build_web(self.runtime, self.app)))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
-        await self.runtime.close()
         await self._exits.aclose()
         if self._own_slack:
             await self.slack.close()
@@ -188,6 +189,24 @@ class Workspace:
                 current = self.slack.message(str(message["channel"]), str(message["ts"]))
                 return current or message
         raise LookupError(f"{user} has no card for {ref}")
+
+
+@contextlib.asynccontextmanager
+async def serve_locally(web_app: web.Application) -> AsyncIterator[httpx.AsyncClient]:
+    """``web_app`` served on a free local port, as ``approvals serve`` serves it, and a
+    client pointed at it."""
+    runner = runner_for(web_app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        # trust_env=False: no proxy from the environment between the tests and the app
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False,
+                                     timeout=30) as http:
+            yield http
+    finally:
+        await runner.cleanup()
 
 
 def button_value(message: dict[str, Any], action_id: str) -> str:

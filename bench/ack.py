@@ -23,16 +23,14 @@ import aiohttp
 
 from bench.harness import (
     PR,
-    Load,
     SlackProcess,
     approvals_server,
     baseline_server,
-    burst,
     click_bodies,
-    percentile,
     policy_yaml,
     purchase_bodies,
 )
+from bench.loadgen import Encoded, Load, burst, percentile
 
 
 def _summary(load: Load) -> dict[str, float]:
@@ -76,7 +74,8 @@ async def run(workdir: Path, *, seconds: float = 15.0, concurrency: int = 32,
     figures: dict[str, Any] = {}
     slack = SlackProcess(workdir, llm_delay=llm_delay or 0.0)
     response_url = f"{slack.api_url.removesuffix('/api/')}/response/bench"
-    bodies = purchase_bodies(40_000, response_url=response_url)
+    # signed and encoded before any clock or CPU meter starts
+    bodies = Encoded(purchase_bodies(40_000, response_url=response_url))
     try:
         if baseline:
             base = baseline_server(workdir, slack, database=workdir / "baseline.db")

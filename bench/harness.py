@@ -1,8 +1,7 @@
 """What every benchmark needs: processes (the Slack stand-in, ``approvals serve``, the
-baseline), a load generator, percentiles, and the bench policy.
+baseline), signed request bodies, and the bench policy.
 
-The load generator is one aiohttp client with a connector limit equal to the concurrency
-and bodies signed before the clock starts, so it is not the bottleneck on two cores.
+The load generator itself (:func:`bench.loadgen.burst`) has a module of its own.
 """
 
 from __future__ import annotations
@@ -50,14 +49,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def clean_env() -> dict[str, str]:
@@ -180,30 +171,6 @@ def baseline_server(workdir: Path, slack: SlackProcess, *, database: Path) -> Se
 # --------------------------------------------------------------------------- load
 
 
-@dataclass
-class Load:
-    """What one burst measured: per request (sent at, latency, status, answer text)."""
-
-    started: float
-    ended: float
-    results: list[tuple[float, float, int, str]]
-
-    @property
-    def ok(self) -> list[tuple[float, float, int, str]]:
-        return [r for r in self.results if 200 <= r[2] < 300]
-
-    @property
-    def non_2xx(self) -> int:
-        return len(self.results) - len(self.ok)
-
-    @property
-    def rate(self) -> float:
-        return len(self.results) / (self.ended - self.started)
-
-    def latency_ms(self, p: float) -> float:
-        return percentile([r[1] * 1000 for r in self.results], p)
-
-
 def purchase_bodies(count: int, *, response_url: str, seed: int = 0
                     ) -> list[signing.SignedRequest]:
     """Signed inline ``/purchase`` commands (two-level amounts, several requesters)."""
@@ -223,42 +190,3 @@ def click_bodies(cards: Sequence[dict[str, Any]], *, response_url: str
                                   value=c["value"], channel_id=c["channel"],
                                   message_ts="1700000000.000100", response_url=response_url)
             for c in cards]
-
-
-async def burst(url: str, bodies: Sequence[signing.SignedRequest], *, seconds: float,
-                concurrency: int = 32, once: bool = False) -> Load:
-    """Send ``bodies`` from ``concurrency`` connections for ``seconds`` (cycling through
-    them unless ``once``)."""
-    results: list[tuple[float, float, int, str]] = []
-    position = 0
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-        # warm the connections so connection set-up is not counted as latency
-        await asyncio.gather(*(http.get(f"{url}/healthz") for _ in range(concurrency)))
-        started = time.time()
-        deadline = time.monotonic() + seconds
-
-        async def worker() -> None:
-            nonlocal position
-            while time.monotonic() < deadline:
-                if position >= len(bodies):
-                    if once:
-                        return
-                    position = 0
-                body = bodies[position]
-                position += 1
-                sent = time.perf_counter()
-                at = time.time()
-                try:
-                    async with http.post(f"{url}/slack/events", data=body.body,
-                                         headers=body.headers) as r:
-                        text = await r.text()
-                        status = r.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    text, status = repr(exc), 599
-                results.append((at, time.perf_counter() - sent, status, text))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        ended = time.time()
-    return Load(started, ended, results)

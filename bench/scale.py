@@ -29,11 +29,10 @@ from bench.harness import (
     REQUESTERS,
     SlackProcess,
     approvals_server,
-    burst,
-    percentile,
     policy_yaml,
     purchase_bodies,
 )
+from bench.loadgen import burst, percentile
 from bot.cards import HOME_WAITING_MAX
 from bot.runtime import TIMER_BATCH
 from flows.advisor import rules_advice

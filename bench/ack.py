@@ -23,6 +23,7 @@ import aiohttp
 
 from bench.harness import (
     PR,
+    CpuMeter,
     SlackProcess,
     approvals_server,
     baseline_server,
@@ -33,7 +34,7 @@ from bench.harness import (
 from bench.loadgen import Encoded, Load, burst, percentile
 
 
-def _summary(load: Load) -> dict[str, float]:
+def _summary(load: Load) -> dict[str, Any]:
     return {"requests": len(load.results), "rps": load.rate, "p50_ms": load.latency_ms(50),
             "p99_ms": load.latency_ms(99), "non_2xx": load.non_2xx}
 
@@ -81,8 +82,10 @@ async def run(workdir: Path, *, seconds: float = 15.0, concurrency: int = 32,
             base = baseline_server(workdir, slack, database=workdir / "baseline.db")
             await base.start()
             try:
-                figures["baseline"] = _summary(await burst(base.url, bodies, seconds=seconds,
-                                                           concurrency=concurrency))
+                meter = CpuMeter(base, slack).start()
+                load = await burst(base.url, bodies, seconds=seconds, concurrency=concurrency)
+                figures["baseline"] = _summary(load)
+                figures["baseline"]["cpu"] = meter.stop(requests=len(load.ok))
             finally:
                 base.stop()
         extra = {}
@@ -92,11 +95,14 @@ async def run(workdir: Path, *, seconds: float = 15.0, concurrency: int = 32,
                                 policy=policy, extra_env=extra)
         await ours.start()
         try:
-            load = await burst(ours.url, bodies, seconds=seconds, concurrency=concurrency)
-            figures["ours"] = _summary(load)
-            accepted = _accepted(load)
-            figures["ours"]["accepted"] = len(accepted)
             async with aiohttp.ClientSession() as http:
+                posts_before = (await slack.counts(http)).get("chat.postMessage", 0)
+                # CPU per process, from the burst until every first card is in
+                meter = CpuMeter(ours, slack).start()
+                load = await burst(ours.url, bodies, seconds=seconds, concurrency=concurrency)
+                figures["ours"] = _summary(load)
+                accepted = _accepted(load)
+                figures["ours"]["accepted"] = len(accepted)
                 # 2. delivery of every first card
                 first, complete = await _wait_cards(
                     slack, http, {(pr, 0) for pr in accepted},
@@ -104,6 +110,9 @@ async def run(workdir: Path, *, seconds: float = 15.0, concurrency: int = 32,
                 if not complete:  # how late, for the record
                     first, _ = await _wait_cards(slack, http, {(pr, 0) for pr in accepted},
                                                  within=60)
+                figures["ours"]["cpu"] = meter.stop(requests=len(load.ok))
+                figures["ours"]["cpu"]["chat_postMessage"] = (
+                    (await slack.counts(http)).get("chat.postMessage", 0) - posts_before)
                 firsts = {c["request"]: c for c in reversed(first) if c["step"] == 0}
                 arrived = [firsts[pr]["at"] for pr in accepted if pr in firsts]
                 twice = sum(n - 1 for n in Counter(

@@ -1,5 +1,5 @@
 """What every benchmark needs: processes (the Slack stand-in, ``approvals serve``, the
-baseline), signed request bodies, and the bench policy.
+baseline), their CPU time, signed request bodies, and the bench policy.
 
 The load generator itself (:func:`bench.loadgen.burst`) has a module of its own.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -78,6 +79,12 @@ class SlackProcess:
         async with http.get(f"{self.stats_url}/bench/cards", params={"since": since}) as r:
             data = await r.json()
         return data["cards"], int(data["next"])
+
+    async def counts(self, http: aiohttp.ClientSession) -> dict[str, int]:
+        """Web API calls so far, per method."""
+        async with http.get(f"{self.stats_url}/bench/counts") as r:
+            data: dict[str, int] = await r.json()
+        return data
 
     def stop(self) -> None:
         self.process.terminate()
@@ -166,6 +173,89 @@ def baseline_server(workdir: Path, slack: SlackProcess, *, database: Path) -> Se
                SLACK_API_URL=slack.api_url, PYTHONPATH=str(ROOT))
     return ServerProcess([sys.executable, "-m", "bench.baseline_app", "{port}", str(database)],
                          env, workdir, "baseline")
+
+
+# --------------------------------------------------------------------------- CPU time
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float | None:
+    """Seconds of CPU (user + system, every thread) that process ``pid`` has used, or
+    None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _child_name(pid: int) -> str:
+    """``worker (all)``, ``worker (work)``...: a server's worker by its ``--part``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return f"child {pid}"
+    if "worker" in argv:
+        part = argv[argv.index("--part") + 1] if "--part" in argv[:-1] else "all"
+        return f"worker ({part})"
+    return f"child {pid}"
+
+
+class CpuMeter:
+    """CPU time used by each process of a measurement, from :meth:`start` to :meth:`stop`:
+    the server, each of its worker processes, the Slack stand-in, and this process (the
+    load generator, with the bench's own polling)."""
+
+    def __init__(self, server: ServerProcess, slack: SlackProcess) -> None:
+        assert server.process is not None
+        self.server_pid = server.process.pid
+        self.slack_pid = slack.process.pid
+        self.started = 0.0
+        self._before: dict[int, float] = {}
+        self._self_before = 0.0
+
+    def _pids(self) -> dict[int, str]:
+        pids = {self.server_pid: "server"}
+        pids.update({child: _child_name(child) for child in child_pids(self.server_pid)})
+        pids[self.slack_pid] = "slack stand-in"
+        return pids
+
+    @staticmethod
+    def _self_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> CpuMeter:
+        self._before = {pid: process_cpu(pid) or 0.0 for pid in self._pids()}
+        self._self_before = self._self_cpu()
+        self.started = time.monotonic()
+        return self
+
+    def stop(self, *, requests: int) -> dict[str, Any]:
+        """Milliseconds of CPU per request of each process (and in all), over ``requests``
+        requests. A worker started during the window counts from zero; one that ended in
+        it is missing (``gone`` says how many)."""
+        window = time.monotonic() - self.started
+        used: dict[str, float] = {}
+        gone = sum(1 for pid in self._before if process_cpu(pid) is None)
+        for pid, name in self._pids().items():
+            now = process_cpu(pid)
+            if now is not None:
+                used[name] = used.get(name, 0.0) + now - self._before.get(pid, 0.0)
+        used["load generator"] = self._self_cpu() - self._self_before
+        per = {name: seconds * 1000 / requests if requests else float("nan")
+               for name, seconds in used.items()}
+        return {"window_s": window, "requests": requests, "processes_gone": gone,
+                "ms_per_request": per, "total_ms_per_request": sum(per.values())}
 
 
 # --------------------------------------------------------------------------- load

@@ -96,6 +96,26 @@ def table(result: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_lines(first: dict[str, Any], slow: dict[str, Any]) -> list[str]:
+    """Information, not targets: each process's CPU per acknowledged request, from the
+    burst until the delivery check ends (the baseline: until its burst ends)."""
+    lines = ["CPU per acknowledged request, in ms (information, not targets):"]
+    for name, figures in (("1. baseline", first.get("baseline")), ("1. ours", first["ours"]),
+                          ("5. ours", slow["ours"])):
+        cpu = (figures or {}).get("cpu")
+        if not cpu:
+            continue
+        parts = [f"{process} {ms:.3f}" for process, ms in cpu["ms_per_request"].items()]
+        posts = cpu.get("chat_postMessage")
+        per_post = ""
+        if posts:
+            stand_in = cpu["ms_per_request"].get("slack stand-in", 0.0) * cpu["requests"]
+            per_post = f"; stand-in {stand_in / posts:.3f} per chat.postMessage"
+        lines.append(f"{name:<12} {', '.join(parts)}; all {cpu['total_ms_per_request']:.3f} "
+                     f"({cpu['requests']:,} requests, {cpu['window_s']:.1f} s{per_post})")
+    return lines
+
+
 def machine() -> dict[str, Any]:
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines()
@@ -122,6 +142,8 @@ async def main(args: argparse.Namespace) -> None:
     result = rows(first, scaled, slow)
     print(f"\nall five in {time.monotonic() - started:.0f} s\n")
     print(table(result))
+    print()
+    print("\n".join(cpu_lines(first, slow)))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "ack": first,
                                                "scale": scaled, "llm": slow}, indent=1))

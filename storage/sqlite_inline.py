@@ -43,7 +43,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return str(exc).lower().startswith(_BUSY_MESSAGES)
 
 
-async def _patiently(call: Callable[[], Any]) -> Any:
+async def patiently(call: Callable[[], Any]) -> Any:
     """``call()``, again after short async sleeps while another connection holds a lock."""
     deadline: float | None = None
     pause = 0.001
@@ -78,14 +78,14 @@ class Cursor:
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         if parameters is None:
-            await _patiently(lambda: self._cursor.execute(sql))
+            await patiently(lambda: self._cursor.execute(sql))
         else:
-            await _patiently(lambda: self._cursor.execute(sql, parameters))
+            await patiently(lambda: self._cursor.execute(sql, parameters))
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Cursor:
         rows = list(parameters)
-        await _patiently(lambda: self._cursor.executemany(sql, rows))
+        await patiently(lambda: self._cursor.executemany(sql, rows))
         return self
 
     async def fetchone(self) -> Any:
@@ -165,11 +165,16 @@ class Connection:
     def cursor(self) -> Cursor:
         return Cursor(self._conn.cursor())
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The ``sqlite3`` connection itself (for :mod:`storage.sqlexec`)."""
+        return self._conn
+
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
         return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
-        await _patiently(self._conn.commit)
+        await patiently(self._conn.commit)
 
     async def rollback(self) -> None:
         self._conn.rollback()

@@ -22,19 +22,13 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Executable,
-    Integer,
     Row,
     Select,
     Table,
-    TextualSelect,
-    bindparam,
-    column,
     delete,
     func,
     insert,
-    or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -71,9 +65,9 @@ from flows.machine import (
 from flows.model import Advice, Request, RequestStatus, Step
 from flows.policy import Policy
 from flows.vendors import vendor_key
-from storage.coltypes import UTCDateTime
 from storage.db import Conflict, Database
 from storage.grouped import Grouped
+from storage.sqlexec import Sql, sql_of
 from storage.tables import (
     OUTBOX_PEOPLE,
     AssignmentRow,
@@ -119,13 +113,15 @@ class _Arrival:
 
 @dataclass(slots=True)
 class _Writes:
-    """The rows a batch of new requests adds, written by ``Store._flush``."""
+    """The rows a batch of new requests adds, written by ``Store._flush`` (each a tuple in
+    the column order of its ``_INSERT_...`` statement)."""
 
-    assignments: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[Any, ...]] = field(default_factory=list)
+    assignments: list[tuple[Any, ...]] = field(default_factory=list)
     audits: list[tuple[str | None, str, str, dict[str, Any], datetime]] = field(
         default_factory=list)
-    timers: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    timers: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +137,28 @@ class Sent:
 
 @dataclass(frozen=True, slots=True)
 class _Click:
+    request_id: int
+    step: int
+    actor: str
+    at: datetime
+    response_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A submission in the intake (``IntakeRow``'s columns the worker needs)."""
+
+    id: int
+    requester: str
+    payload: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Clicked:
+    """A recorded click (``ClickRow``)."""
+
+    id: int
     request_id: int
     step: int
     actor: str
@@ -214,12 +232,6 @@ class Store:
         self._versions: dict[int, tuple[Policy, str]] = {}
         self._claim_people = _claim_people(sqlite=db.sqlite)
         self._count_people = _count_people(sqlite=db.sqlite)
-        # one statement for any number of cards (executemany): compiled once
-        table = _table(CardRow)
-        upsert = sqlite_insert(table) if db.sqlite else pg_insert(table)
-        self._upsert_card = upsert.on_conflict_do_update(
-            index_elements=[table.c.request_id, table.c.step, table.c.user_id],
-            set_={"channel": upsert.excluded.channel, "ts": upsert.excluded.ts})
 
     # ------------------------------------------------------------------ policies
 
@@ -316,7 +328,7 @@ class Store:
         version = self.version_of(policy)
         route_policy = policy
         if advice is None and self.advisor is not None:
-            advice, route_policy = await self._advise(session, cmd, policy)
+            advice, route_policy = await self._advise(session, cmd, policy, writes=writes)
         if delegations is None:
             delegations = await self._delegations(session, cmd.at)
         else:
@@ -326,24 +338,26 @@ class Store:
                                  delegations=delegations)
         version = await self._ensure_policy(session, policy, source=source, at=cmd.at)
         request = planned.request
-        # inserted as it is: the request, its document and version 1, in one statement
-        # (parameters apart from the statement: it is compiled once, not per request)
-        await session.execute(insert(_table(RequestRow)), {
-            "id": request.id, "requester": request.requester, "status": request.status.value,
-            "vendor": request.vendor, "vendor_key": vendor_key(request.vendor),
-            "cost_center": request.cost_center, "currency": request.currency,
-            "base_amount_cents": _cents(request.base_amount), "policy_hash": version,
-            "created_at": cmd.at, "updated_at": request.updated_at, "version": 1,
-            "doc": request.model_dump_json()})
+        # inserted as it is: the request, its document and version 1 (with a batch's
+        # other rows when ``writes`` collects them)
+        row = (request.id, request.requester, request.status.value, request.vendor,
+               vendor_key(request.vendor), request.cost_center, request.currency,
+               _cents(request.base_amount), version, cmd.at, request.updated_at, 1,
+               request.model_dump_json())
+        if writes is not None:
+            writes.requests.append(row)
+        else:
+            await (await self._sql(session)).many(_INSERT_REQUEST, [row])
         outcome = Outcome(request, planned.effects, planned.refusal)
         await self._save(session, 0, outcome, at=cmd.at, created=True, inserted=True,
                          writes=writes)
         if receipt:
-            row = _outbox_row(request.id, "receipt", {"user": request.requester}, at=cmd.at)
+            message = _outbox_values(request.id, "receipt", {"user": request.requester},
+                                     at=cmd.at)
             if writes is not None:
-                writes.outbox.append(row)
+                writes.outbox.append(message)
             else:
-                session.add(OutboxRow(**row))
+                await (await self._sql(session)).many(_INSERT_OUTBOX, [message])
         return outcome
 
     # ------------------------------------------------------------------ the intake
@@ -390,8 +404,8 @@ class Store:
             await asyncio.sleep(0.005)
 
     async def _write_arrivals(self, group: list[_Arrival]) -> list[Request]:
-        table = _table(IntakeRow)
         async with self.db.write(urgent=True) as session:
+            sql = await self._sql(session)
             delegations = await self._delegations(session, group[0].cmd.at)
             drafts, rows = [], []
             for arrival in group:
@@ -403,14 +417,13 @@ class Store:
                                              policy_version=version,
                                              delegations=delegations).request
                               if delegations else arrival.draft)
-                rows.append({"requester": cmd.requester, "received_at": cmd.at,
-                             "attempts": 0, "next_attempt_at": cmd.at,
-                             "payload": json.dumps({"command": cmd.model_dump(mode="json"),
-                                                    "policy": version,
-                                                    "receipt": arrival.receipt})})
-            numbers = (await session.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), rows
-            )).scalars().all()
+                rows.append((cmd.requester, json.dumps({"command": cmd.model_dump(mode="json"),
+                                                         "policy": version,
+                                                         "receipt": arrival.receipt}),
+                             cmd.at, cmd.at))
+            numbers = await sql.insert_ids(
+                "INSERT INTO intake (requester, payload, received_at, attempts, "
+                "next_attempt_at) VALUES (?, ?, ?, 0, ?)", rows)
         return [d.model_copy(update={"id": int(n)}) for d, n in zip(drafts, numbers,
                                                                      strict=True)]
 
@@ -424,22 +437,24 @@ class Store:
 
     async def _write_clicks(self, group: list[_Click]) -> list[None]:
         async with self.db.write(urgent=True) as session:
-            await session.execute(insert(_table(ClickRow)), [
-                {"request_id": c.request_id, "step": c.step, "actor": c.actor, "at": c.at,
-                 "response_url": c.response_url} for c in group])
+            await (await self._sql(session)).many(
+                "INSERT INTO clicks (request_id, step, actor, at, response_url) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(c.request_id, c.step, c.actor, c.at, c.response_url) for c in group])
         return [None] * len(group)
 
-    async def _any(self, row: type[Base]) -> bool:
-        """Whether ``row``'s table has a row at all (a read: no lock taken)."""
-        table = _table(row)
-        async with self.db.read() as session:
-            return (await session.execute(
-                select(table.c.id).limit(1))).first() is not None
+    async def _any(self, table: str) -> bool:
+        """Whether ``table`` (``intake`` or ``clicks``) has a row (a read: no lock taken)."""
+        async with self.db.read_sql() as sql:
+            return bool(await sql.rows(_ANY[table]))
+
+    async def _count(self, table: str) -> int:
+        async with self.db.read_sql() as sql:
+            (count,), = await sql.rows(_COUNT[table])
+        return int(count)
 
     async def clicks_waiting(self) -> int:
-        async with self.db.read() as session:
-            return int((await session.execute(
-                select(func.count()).select_from(_table(ClickRow)))).scalar_one())
+        return await self._count("clicks")
 
     async def process_clicks(self, *, limit: int = INTAKE_BATCH) -> int:
         """Decide the recorded clicks, oldest first, each in the transaction that deletes
@@ -448,11 +463,11 @@ class Store:
         decided, no such request) is audited and told to the clicker: ephemeral through the
         click's ``response_url``, else by DM. Returns how many clicks were handled."""
         batch = limit if self.db.sqlite else 1
-        if not await self._any(ClickRow):
+        if not await self._any("clicks"):
             return 0  # no write transaction (on SQLite, the lock) for nothing
         try:
             async with self.db.write() as session:
-                rows = await self._due_clicks(session, batch)
+                rows = await self._due_clicks(await self._sql(session), batch)
                 started = time.perf_counter()
                 decided = 0
                 for row in rows:  # the rest, if the budget runs out, in the next one
@@ -467,14 +482,15 @@ class Store:
             if _database_down(exc):
                 raise
             log.exception("could not decide on a click; taking them one at a time")
-        async with self.db.read() as session:
-            ids = [r.id for r in await self._due_clicks(session, batch, lock=False)]
+        async with self.db.read_sql() as sql:
+            ids = [r.id for r in await self._due_clicks(sql, batch, lock=False)]
         for number in ids:
             try:
                 async with self.db.write() as session:
-                    found = await session.get(ClickRow, number)
-                    if found is not None:
-                        await self._decide(session, found)
+                    found = await self._due_clicks(await self._sql(session), 1, lock=False,
+                                                   number=number)
+                    if found:
+                        await self._decide(session, found[0])
             except Exception as exc:
                 if _database_down(exc):
                     raise
@@ -489,14 +505,20 @@ class Store:
                                     "changed. Click again in a moment."}, at=broken.at)
         return len(ids)
 
-    async def _due_clicks(self, session: AsyncSession, limit: int, *,
-                          lock: bool = True) -> list[ClickRow]:
-        query = select(ClickRow).order_by(ClickRow.id).limit(limit)
-        if lock and not self.db.sqlite:
-            query = query.with_for_update(skip_locked=True)
-        return list((await session.execute(query)).scalars().all())
+    async def _due_clicks(self, sql: Sql, limit: int, *, lock: bool = True,
+                          number: int | None = None) -> list[_Clicked]:
+        """The oldest recorded clicks (or click ``number``)."""
+        query = "SELECT id, request_id, step, actor, at, response_url FROM clicks"
+        params: tuple[Any, ...] = (limit,)
+        if number is not None:
+            query, params = f"{query} WHERE id = ?", (number, limit)
+        query += " ORDER BY id LIMIT ?"
+        if lock and not sql.sqlite:
+            query += " FOR UPDATE SKIP LOCKED"
+        return [_Clicked(int(i), int(r), int(st), str(a), sql.time(at), u)
+                for i, r, st, a, at, u in await sql.rows(query, params)]
 
-    async def _decide(self, session: AsyncSession, row: ClickRow) -> Outcome | None:
+    async def _decide(self, session: AsyncSession, row: _Clicked) -> Outcome | None:
         cmd = Approve(step=row.step, actor=row.actor, at=row.at)
         outcome = await self._act_in(session, row.request_id, cmd)
         refusal = outcome.refusal if outcome is not None else None
@@ -510,13 +532,11 @@ class Store:
             self.enqueue(session, request_id=row.request_id if outcome is not None else None,
                          kind="tell", payload={"user": row.actor, "text": refusal.message,
                                                "response_url": row.response_url}, at=row.at)
-        await session.delete(row)
+        await (await self._sql(session)).run("DELETE FROM clicks WHERE id = ?", (row.id,))
         return outcome
 
     async def intake_waiting(self) -> int:
-        async with self.db.read() as session:
-            return int((await session.execute(
-                select(func.count()).select_from(_table(IntakeRow)))).scalar_one())
+        return await self._count("intake")
 
     async def process_intake(self, now: datetime, *, limit: int = INTAKE_BATCH
                              ) -> list[Outcome]:
@@ -531,11 +551,12 @@ class Store:
         requester is told by DM that nothing was created.
         """
         taken = 0
-        if not await self._any(IntakeRow):
+        if not await self._any("intake"):
             return []  # no write transaction (on SQLite, the lock) for nothing
         try:
             async with self.db.write() as session:
-                rows = await self._due_intake(session, now, limit)
+                sql = await self._sql(session)
+                rows = await self._due_intake(sql, now, limit)
                 taken = len(rows)
                 if not self.db.sqlite:
                     for key in sorted({_lock_key(r.requester) for r in rows}):
@@ -551,9 +572,8 @@ class Store:
                     if time.perf_counter() - started >= CREATE_BUDGET:
                         break
                 await self._flush(session, writes)
-                if outcomes:
-                    await session.execute(delete(_table(IntakeRow)).where(
-                        IntakeRow.id.in_([o.request.id for o in outcomes])))
+                await sql.many("DELETE FROM intake WHERE id = ?",
+                               [(o.request.id,) for o in outcomes])
             return outcomes
         except Conflict:
             return []
@@ -566,31 +586,39 @@ class Store:
                 return [] if limit <= 1 else await self.process_intake(now, limit=limit - 1)
         # one of the batch failed: each row on its own, so the others are not held up
         outcomes = []
-        async with self.db.read() as session:
-            ids = [r.id for r in await self._due_intake(session, now, limit, lock=False)]
+        async with self.db.read_sql() as sql:
+            ids = [r.id for r in await self._due_intake(sql, now, limit, lock=False)]
         for number in ids:
             try:
                 async with self.db.write() as session:
                     # (another replica may be creating it: theirs then)
-                    row = await session.get(IntakeRow, number, with_for_update=None
-                                            if self.db.sqlite else {"skip_locked": True})
-                    if row is not None:
-                        outcomes.append(await self._process(session, row))
+                    found = await self._due_intake(await self._sql(session), now, 1,
+                                                   number=number)
+                    if found:
+                        outcomes.append(await self._process(session, found[0]))
             except Exception as exc:
                 if _database_down(exc):
                     raise
                 await self._intake_failed(now, exc, number=number)
         return outcomes
 
-    async def _due_intake(self, session: AsyncSession, now: datetime, limit: int, *,
-                          lock: bool = True) -> list[IntakeRow]:
-        query = (select(IntakeRow).where(IntakeRow.next_attempt_at <= now)
-                 .order_by(IntakeRow.id).limit(limit))
-        if lock and not self.db.sqlite:
-            query = query.with_for_update(skip_locked=True)
-        return list((await session.execute(query)).scalars().all())
+    async def _due_intake(self, sql: Sql, now: datetime, limit: int, *, lock: bool = True,
+                          number: int | None = None) -> list[_Waiting]:
+        """The oldest submissions due (or submission ``number``, due or not); on
+        PostgreSQL, those another replica is creating are skipped (``lock``)."""
+        query = "SELECT id, requester, payload, received_at FROM intake"
+        params: tuple[Any, ...]
+        if number is None:
+            query, params = f"{query} WHERE next_attempt_at <= ?", (now, limit)
+        else:
+            query, params = f"{query} WHERE id = ?", (number, limit)
+        query += " ORDER BY id LIMIT ?"
+        if lock and not sql.sqlite:
+            query += " FOR UPDATE SKIP LOCKED"
+        return [_Waiting(int(i), str(r), str(p), sql.time(at))
+                for i, r, p, at in await sql.rows(query, params)]
 
-    async def _process(self, session: AsyncSession, row: IntakeRow, *,
+    async def _process(self, session: AsyncSession, row: _Waiting, *,
                        writes: _Writes | None = None,
                        delegations: dict[str, Delegation] | None = None) -> Outcome:
         """Create the request ``row`` stands for (``writes``: the caller deletes the row
@@ -602,7 +630,7 @@ class Store:
                                      receipt=bool(data.get("receipt")),
                                      delegations=delegations, writes=writes)
         if writes is None:
-            await session.delete(row)
+            await (await self._sql(session)).run("DELETE FROM intake WHERE id = ?", (row.id,))
         return outcome
 
     async def _intake_failed(self, now: datetime, exc: Exception, *,
@@ -610,8 +638,10 @@ class Store:
         """Back off, or give up on the row and tell its requester."""
         log.exception("could not create a request from the intake")
         async with self.db.write() as session:
-            row = (await session.get(IntakeRow, number) if number is not None
-                   else next(iter(await self._due_intake(session, now, 1)), None))
+            if number is None:
+                due = await self._due_intake(await self._sql(session), now, 1)
+                number = due[0].id if due else None
+            row = await session.get(IntakeRow, number) if number is not None else None
             if row is None:
                 return []
             row.attempts += 1
@@ -627,16 +657,22 @@ class Store:
                                   "reason": reason}, at=now)
         return []
 
-    async def _advise(self, session: AsyncSession, cmd: Submit,
-                      policy: Policy) -> tuple[Advice, Policy]:
-        """The advisor's annotation of ``cmd``, from history read in this transaction.
+    async def _advise(self, session: AsyncSession, cmd: Submit, policy: Policy, *,
+                      writes: _Writes | None = None) -> tuple[Advice, Policy]:
+        """The advisor's annotation of ``cmd``, from history read in this transaction
+        (``writes``: a batch's rows not written yet; its requests go in first when the
+        history reads requests, so a batch's later submissions see its earlier ones).
 
         Returns the policy to route with: the same one, or -- when the advisor failed, so
         nothing vouches for the request -- a copy without auto-approval. Humans decide then.
         """
         assert self.advisor is not None
         draft = Draft.of(cmd, policy)
-        history = await self.history(session, advising.history_query(draft, policy))
+        query = advising.history_query(draft, policy)
+        if writes is not None and writes.requests and history_statements(query):
+            await (await self._sql(session)).many(_INSERT_REQUEST, writes.requests)
+            writes.requests.clear()
+        history = await self.history(session, query)
         try:
             return self.advisor(draft, history, policy), policy
         except Exception:
@@ -728,15 +764,17 @@ class Store:
 
     async def _act_in(self, session: AsyncSession, request_id: int,
                       cmd: Command) -> Outcome | None:
-        row = await session.get(RequestRow, request_id, with_for_update=True,
-                                populate_existing=True)
-        if row is None:
+        sql = await self._sql(session)
+        found = await sql.rows(_LOAD_REQUEST if sql.sqlite else f"{_LOAD_REQUEST} FOR UPDATE",
+                               (request_id,))
+        if not found:
             return None
-        request = Request.model_validate_json(row.doc)
-        policy = await self._load_policy(session, row.policy_hash)
+        (doc, version, policy_hash), = found
+        request = Request.model_validate_json(doc)
+        policy = await self._load_policy(session, policy_hash)
         outcome = machine.apply(request, cmd, policy=policy,
                                 delegations=await self._delegations(session, cmd.at))
-        await self._save(session, row.version, outcome, at=cmd.at,
+        await self._save(session, int(version), outcome, at=cmd.at,
                          changed=outcome.request != request)
         return outcome
 
@@ -782,9 +820,11 @@ class Store:
             cmd = machine.Remind(step=timer.step, due_at=timer.due_at, at=now)
         else:
             cmd = machine.Escalate(step=timer.step, at=now)
-        await session.get(RequestRow, timer.request_id, with_for_update=True)
-        gone = await session.execute(delete(TimerRow).where(TimerRow.id == timer.id))
-        if getattr(gone, "rowcount", 0) != 1:
+        sql = await self._sql(session)
+        if not sql.sqlite:  # SQLite has one writer at a time: no row locks to take
+            await sql.rows("SELECT id FROM requests WHERE id = ? FOR UPDATE",
+                           (timer.request_id,))
+        if await sql.run("DELETE FROM timers WHERE id = ?", (timer.id,)) != 1:
             return None  # fired elsewhere, or cancelled by a decision
         return await self._act_in(session, timer.request_id, cmd)
 
@@ -803,6 +843,10 @@ class Store:
 
     # ------------------------------------------------------------------ persistence
 
+    async def _sql(self, session: AsyncSession) -> Sql:
+        """Fixed SQL in ``session``'s transaction (:mod:`storage.sqlexec`)."""
+        return await sql_of(session, sqlite=self.db.sqlite)
+
     async def _save(self, session: AsyncSession, version: int, outcome: Outcome, *,
                     at: datetime, changed: bool = True, created: bool = False,
                     inserted: bool = False, writes: _Writes | None = None) -> None:
@@ -810,16 +854,17 @@ class Store:
         outbox rows, with one statement per table (``created``: the request is new, so
         it has no assignments to replace; ``inserted``: its row already holds this state;
         ``writes``: collect the rows instead, for :meth:`_flush`)."""
+        sql = await self._sql(session)
         request = outcome.request
         if changed and inserted:
             await self._project_assignments(session, request, created=True, writes=writes)
         elif changed:
-            result = await session.execute(
-                update(_table(RequestRow))
-                .where(RequestRow.id == request.id, RequestRow.version == version)
-                .values(status=request.status.value, updated_at=request.updated_at,
-                        version=version + 1, doc=request.model_dump_json()))
-            if getattr(result, "rowcount", 0) != 1:
+            updated = await sql.run(
+                "UPDATE requests SET status = ?, updated_at = ?, version = ?, doc = ? "
+                "WHERE id = ? AND version = ?",
+                (request.status.value, request.updated_at, version + 1,
+                 request.model_dump_json(), request.id, version))
+            if updated != 1:
                 raise Conflict(request.ref)
             await self._project_assignments(session, request, created=created)
         audits = [e for e in outcome.effects if isinstance(e, Audit)]
@@ -828,47 +873,43 @@ class Store:
         elif audits:
             await self._append(session, [(request.ref, a.event, a.actor, a.data) for a in audits],
                                at=at)
-        timers: list[dict[str, Any]] = []
-        outbox: list[dict[str, Any]] = []
+        timers: list[tuple[Any, ...]] = []
+        outbox: list[tuple[Any, ...]] = []
         for effect in outcome.effects:
             if isinstance(effect, SetTimer):
-                timers.append({"request_id": request.id, "step": effect.step,
-                               "kind": effect.kind.value, "due_at": effect.due_at})
+                timers.append((request.id, effect.step, effect.kind.value, effect.due_at))
                 continue
             message = _message(effect)
             if message is not None:
-                outbox.append(_outbox_row(request.id, *message, at=at))
+                outbox.append(_outbox_values(request.id, *message, at=at))
         # cancelled before the new ones go in: a transition may cancel and set a step's timers
         for effect in outcome.effects:
             if isinstance(effect, CancelTimers):
-                await session.execute(delete(_table(TimerRow)).where(
-                    TimerRow.request_id == request.id, TimerRow.step == effect.step))
+                await sql.run("DELETE FROM timers WHERE request_id = ? AND step = ?",
+                              (request.id, effect.step))
         if changed:  # their App Homes show this request: refresh them after the cards
             # A person's refreshes queued within home_delay are published once, together.
             due = at + timedelta(seconds=self.home_delay)
-            outbox += [_outbox_row(request.id, "home", {"user": user}, at=at, due=due)
+            outbox += [_outbox_values(request.id, "home", {"user": user}, at=at, due=due)
                        for user in _people(request)]
         if writes is not None:
             writes.timers += timers
             writes.outbox += outbox
             return
-        if timers:
-            await session.execute(insert(_table(TimerRow)), timers)
-        if outbox:
-            await session.execute(insert(_table(OutboxRow)), outbox)
+        await sql.many(_INSERT_TIMER, timers)
+        await sql.many(_INSERT_OUTBOX, outbox)
 
     async def _flush(self, session: AsyncSession, writes: _Writes) -> None:
         """Write what a batch of new requests collected: one statement per table, and the
         audit entries chained in one go, each with its own time."""
-        if writes.assignments:
-            await session.execute(insert(_table(AssignmentRow)), writes.assignments)
+        sql = await self._sql(session)
+        await sql.many(_INSERT_REQUEST, writes.requests)
+        await sql.many(_INSERT_ASSIGNMENT, writes.assignments)
         if writes.audits:
             await self._append(session, [a[:4] for a in writes.audits],
                                at=writes.audits[0][4], ats=[a[4] for a in writes.audits])
-        if writes.timers:
-            await session.execute(insert(_table(TimerRow)), writes.timers)
-        if writes.outbox:
-            await session.execute(insert(_table(OutboxRow)), writes.outbox)
+        await sql.many(_INSERT_TIMER, writes.timers)
+        await sql.many(_INSERT_OUTBOX, writes.outbox)
 
     @staticmethod
     def enqueue(session: AsyncSession, *, request_id: int | None, kind: str,
@@ -878,46 +919,42 @@ class Store:
     async def _project_assignments(self, session: AsyncSession, request: Request, *,
                                    created: bool = False, writes: _Writes | None = None
                                    ) -> None:
+        sql = await self._sql(session)
         if not created:
-            await session.execute(delete(_table(AssignmentRow)).where(
-                AssignmentRow.request_id == request.id))
+            await sql.run("DELETE FROM assignments WHERE request_id = ?", (request.id,))
         step = request.current
         if step is None or not step.assignees:
             return
         rows = []
         for user in step.assignees:
             principal = step.principal(user)
-            rows.append({"user_id": user, "request_id": request.id, "step": step.index,
-                         "since": step.started_at or request.updated_at,
-                         "principal": principal if principal != user else None})
+            rows.append((user, request.id, step.index, step.started_at or request.updated_at,
+                         principal if principal != user else None))
         if writes is not None and created:
             writes.assignments += rows
             return
-        await session.execute(insert(_table(AssignmentRow)), rows)
+        await sql.many(_INSERT_ASSIGNMENT, rows)
 
     async def _append(self, session: AsyncSession,
                       items: Sequence[tuple[str | None, str, str, dict[str, Any]]], *,
                       at: datetime, ats: Sequence[datetime] | None = None) -> list[Entry]:
         """Append audit entries, chained to the head; the head row lock serialises writers."""
-        head = _table(AuditHeadRow)
-        seq, prev = (await session.execute(
-            select(head.c.seq, head.c.hash).where(head.c.id == 1).with_for_update()
-        )).one()
+        sql = await self._sql(session)
+        (seq, prev), = await sql.rows(_AUDIT_HEAD if self.db.sqlite
+                                      else f"{_AUDIT_HEAD} FOR UPDATE")
         entries: list[Entry] = []
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         for position, (ref, event, actor, data) in enumerate(items):
             seq += 1
             entry = make_entry(seq=seq, prev_hash=prev, request=ref, event=event, actor=actor,
                                at=ats[position] if ats is not None else at, data=data)
             entries.append(entry)
-            rows.append({"seq": entry.seq, "request": entry.request, "event": entry.event,
-                         "actor": entry.actor, "at": entry.at,
-                         "data": json.dumps(entry.data, sort_keys=True, ensure_ascii=False),
-                         "prev_hash": entry.prev_hash, "hash": entry.hash})
+            rows.append((entry.seq, entry.request, entry.event, entry.actor, entry.at,
+                         json.dumps(entry.data, sort_keys=True, ensure_ascii=False),
+                         entry.prev_hash, entry.hash))
             prev = entry.hash
-        if rows:
-            await session.execute(insert(_table(AuditRow)), rows)
-        await session.execute(update(head).where(head.c.id == 1).values(seq=seq, hash=prev))
+        await sql.many(_INSERT_AUDIT, rows)
+        await sql.run("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))
         return entries
 
     async def record(self, *, request_id: int | None, event: str, actor: str,
@@ -930,9 +967,10 @@ class Store:
     # ------------------------------------------------------------------ delegation
 
     async def _delegations(self, session: AsyncSession, at: datetime) -> dict[str, Delegation]:
-        rows = (await session.execute(
-            select(DelegationRow).where(DelegationRow.until > at))).scalars().all()
-        return {r.delegator: Delegation(r.delegate, r.until) for r in rows}
+        sql = await self._sql(session)
+        rows = await sql.rows(
+            "SELECT delegator, delegate, until FROM delegations WHERE until > ?", (at,))
+        return {str(d): Delegation(str(to), sql.time(until)) for d, to, until in rows}
 
     async def delegation_of(self, user: str, *, at: datetime) -> Delegation | None:
         async with self.db.read() as session:
@@ -1059,14 +1097,16 @@ class Store:
         if not request_ids:
             return {}, {}
         ids = sorted(set(request_ids))
-        async with self.db.read() as session:
-            docs = (await session.execute(select(RequestRow.id, RequestRow.doc).where(
-                RequestRow.id.in_(ids)))).all()
-            cards = (await session.execute(select(CardRow).where(
-                CardRow.request_id.in_(ids)))).scalars().all()
-        return ({r.id: Request.model_validate_json(r.doc) for r in docs},
-                {(c.request_id, c.step, c.user_id): CardRef(c.request_id, c.step, c.user_id,
-                                                             c.channel, c.ts) for c in cards})
+        marks = _marks(len(ids))  # placeholders only: the values are bound
+        async with self.db.read_sql() as sql:
+            docs = await sql.rows(
+                f"SELECT id, doc FROM requests WHERE id IN ({marks})", ids)  # noqa: S608
+            cards = await sql.rows(
+                "SELECT request_id, step, user_id, channel, ts FROM cards "  # noqa: S608
+                f"WHERE request_id IN ({marks})", ids)
+        return ({int(i): Request.model_validate_json(doc) for i, doc in docs},
+                {(int(r), int(st), str(u)): CardRef(int(r), int(st), str(u), str(c), str(ts))
+                 for r, st, u, c, ts in cards})
 
     async def home(self, user: str, *, waiting: int, mine: int
                    ) -> tuple[list[tuple[Request, Step]], int, list[Request], int]:
@@ -1131,46 +1171,37 @@ class Store:
         not ``homes``), and a person's are claimed all together: one publish, made after
         they were committed, shows everything each of them was queued for.
         """
-        due = (OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now)
-        table = _table(OutboxRow)
-        columns = (table.c.id, table.c.request_id, table.c.kind, table.c.payload,
-                   table.c.attempts, table.c.created_at)
         async with self.db.write(urgent=True) as session:
-            rows = list((await session.execute(
-                self._claim_people, {"now": now, "limit": limit})).all())
+            sql = await self._sql(session)
+            rows = await sql.rows(self._claim_people, (now, limit))
             if homes and len(rows) < limit:
-                waiting = (select(OutboxRow.payload).where(*due, OutboxRow.kind == "home")
-                           .order_by(OutboxRow.id).limit(limit - len(rows)))
-                people = set((await session.execute(waiting)).scalars().all())
+                people = sorted({p for p, in await sql.rows(
+                    "SELECT payload FROM outbox WHERE status = 'pending' AND kind = 'home' "
+                    "AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit - len(rows)))})
                 if people:
                     # with all their later ones, due or not: the publish shows those too,
                     # so a busy person's Home goes out at most once per home_delay. Not
                     # those another replica holds (tried, with a lease running): they are
                     # its to publish.
-                    query = (select(*columns)
-                             .where(OutboxRow.status == "pending", OutboxRow.kind == "home",
-                                    OutboxRow.payload.in_(people),
-                                    or_(OutboxRow.attempts == 0,
-                                        OutboxRow.next_attempt_at <= now))
-                             .order_by(OutboxRow.id))
-                    if not self.db.sqlite:
-                        query = query.with_for_update(skip_locked=True)
-                    rows += (await session.execute(query)).all()
-            if rows:
-                await session.execute(
-                    update(table).where(table.c.id.in_([r.id for r in rows]))
-                    .values(attempts=table.c.attempts + 1,
-                            next_attempt_at=now + timedelta(seconds=lease_seconds)))
-            items = [OutboxItem(r.id, r.request_id, r.kind, json.loads(r.payload),
-                                r.attempts + 1, r.created_at) for r in rows]
+                    query = (f"{_OUTBOX_COLUMNS} WHERE status = 'pending' AND kind = 'home' "
+                             f"AND payload IN ({_marks(len(people))}) "
+                             "AND (attempts = 0 OR next_attempt_at <= ?) ORDER BY id")
+                    if not sql.sqlite:
+                        query += " FOR UPDATE SKIP LOCKED"
+                    rows += await sql.rows(query, (*people, now))
+            lease = now + timedelta(seconds=lease_seconds)
+            await sql.many("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? "
+                           "WHERE id = ?", [(lease, r[0]) for r in rows])
+            items = [OutboxItem(int(i), r, str(k), json.loads(p), int(a) + 1, sql.time(c))
+                     for i, r, k, p, a, c in rows]
         return items
 
     async def people_waiting(self, *, limit: int) -> int:
         """Messages to people not sent yet (claimed ones included), counted up to
         ``limit``: how far delivery is behind, read through ``ix_outbox_people``."""
-        async with self.db.read() as session:
-            return int((await session.execute(self._count_people,
-                                              {"limit": limit})).scalar_one())
+        async with self.db.read_sql() as sql:
+            (count,), = await sql.rows(self._count_people, (limit,))
+        return int(count)
 
     async def outbox_release(self, item_ids: Sequence[int], *, at: datetime) -> None:
         """Give back claimed rows untried (an earlier message of their request failed)."""
@@ -1193,22 +1224,23 @@ class Store:
         not recorded twice."""
         if not sent:
             return
-        table = _table(OutboxRow)
         async with self.db.write(urgent=True) as session:
+            sql = await self._sql(session)
             ids = [s.item_id for s in sent]
-            rows = {r.id: r for r in (await session.execute(
-                select(table.c.id, table.c.request_id).where(
-                    table.c.id.in_(ids), table.c.status != "sent").with_for_update())).all()}
+            query = ("SELECT id, request_id FROM outbox "  # noqa: S608 (placeholders only)
+                     f"WHERE id IN ({_marks(len(ids))}) AND status <> 'sent'")
+            rows: dict[int, int | None] = dict(await sql.rows(
+                query if sql.sqlite else f"{query} FOR UPDATE", ids))
             extra = [i for s in sent if s.item_id in rows for i in s.also]
-            await session.execute(
-                update(table).where(table.c.id.in_([*rows, *extra]), table.c.status != "sent")
-                .values(status="sent", sent_at=at, last_error=None))
+            await sql.many("UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL "
+                           "WHERE id = ? AND status <> 'sent'",
+                           [(at, i) for i in [*rows, *extra]])
             fresh = [s for s in sent if s.item_id in rows]
             cards = [s.card for s in fresh if s.card is not None]
             if cards:
                 await self._save_cards(session, cards, at=at)
-            audits = [(f"PR-{rows[s.item_id].request_id}", *s.audit) for s in fresh
-                      if s.audit is not None and rows[s.item_id].request_id is not None]
+            audits = [(f"PR-{rows[s.item_id]}", *s.audit) for s in fresh
+                      if s.audit is not None and rows[s.item_id] is not None]
             if audits:
                 await self._append(session, audits, at=at)
 
@@ -1231,10 +1263,11 @@ class Store:
         recorded a moment ago for the same step and person is updated, never a unique
         violation (a read-then-insert would race under READ COMMITTED)."""
         latest = {(c.request_id, c.step, c.user): c for c in cards}  # one row per key
-        values = [{"request_id": c.request_id, "step": c.step, "user_id": c.user,
-                   "channel": c.channel, "ts": c.ts, "created_at": at}
-                  for c in latest.values()]
-        await session.execute(self._upsert_card, values)
+        await (await self._sql(session)).many(
+            "INSERT INTO cards (request_id, step, user_id, channel, ts, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, step, user_id) "
+            "DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+            [(c.request_id, c.step, c.user, c.channel, c.ts, at) for c in latest.values()])
 
     async def cards(self, request_id: int, step: int | None = None) -> list[CardRef]:
         async with self.db.read() as session:
@@ -1338,40 +1371,69 @@ def _message(effect: Effect) -> tuple[str, dict[str, Any]] | None:
     return None  # Audit, SetTimer and CancelTimers are written by _save
 
 
-def _claim_people(*, sqlite: bool) -> TextualSelect:
+def _claim_people(*, sqlite: bool) -> str:
     """Due messages to people, oldest first, each only once every earlier message of its
-    request (App Home refreshes aside) has gone: they go out in order.
+    request (App Home refreshes aside) has gone: they go out in order. Parameters: now,
+    limit.
 
     Read through ``ix_outbox_people``, whose condition (``OUTBOX_PEOPLE``) the WHERE repeats; on
     SQLite the index is named, since without statistics its planner would walk every
     pending row, the App Home refreshes that wait during a burst included (thousands)."""
-    table = _table(OutboxRow)
     hint = " INDEXED BY ix_outbox_people" if sqlite else ""
     lock = "" if sqlite else " FOR UPDATE OF o SKIP LOCKED"
-    # constants only: the values are bound (:now, :limit)
-    sql = f"""
+    return f"""
         SELECT o.id, o.request_id, o.kind, o.payload, o.attempts, o.created_at
         FROM outbox AS o{hint}
-        WHERE o.status = 'pending' AND o.kind <> 'home' AND o.next_attempt_at <= :now
+        WHERE o.status = 'pending' AND o.kind <> 'home' AND o.next_attempt_at <= ?
           AND (o.request_id IS NULL OR NOT EXISTS (
                 SELECT 1 FROM outbox AS e
                 WHERE e.request_id = o.request_id AND e.status = 'pending'
                   AND e.kind <> 'home' AND e.id < o.id))
-        ORDER BY o.id LIMIT :limit{lock}"""  # noqa: S608
-    return (text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
-            .columns(table.c.id, table.c.request_id, table.c.kind, table.c.payload,
-                     table.c.attempts, table.c.created_at))
+        ORDER BY o.id LIMIT ?{lock}"""  # noqa: S608 (constants only)
 
 
-def _count_people(*, sqlite: bool) -> TextualSelect:
-    """How many messages to people are not sent yet, up to ``:limit`` (see
+def _count_people(*, sqlite: bool) -> str:
+    """How many messages to people are not sent yet, up to a limit (the parameter; see
     :func:`_claim_people` for the index)."""
     hint = " INDEXED BY ix_outbox_people" if sqlite else ""
-    sql = f"""
+    return f"""
         SELECT count(*) AS n FROM (
             SELECT 1 FROM outbox{hint}
-            WHERE {OUTBOX_PEOPLE} LIMIT :limit) AS w"""  # noqa: S608 (constants only)
-    return text(sql).columns(column("n", Integer))
+            WHERE {OUTBOX_PEOPLE} LIMIT ?) AS w"""  # noqa: S608 (constants only)
+
+
+def _marks(count: int) -> str:
+    """``?, ?, ?``: the placeholders of an ``IN`` list of ``count`` values."""
+    return ", ".join("?" * count)
+
+
+_OUTBOX_COLUMNS = ("SELECT id, request_id, kind, payload, attempts, created_at "
+                   "FROM outbox")
+
+
+# The hot path's inserts (storage.sqlexec), each with its rows as tuples in this order.
+_INSERT_REQUEST = (
+    "INSERT INTO requests (id, requester, status, vendor, vendor_key, cost_center, currency, "
+    "base_amount_cents, policy_hash, created_at, updated_at, version, doc) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_ASSIGNMENT = ("INSERT INTO assignments (user_id, request_id, step, since, principal) "
+                      "VALUES (?, ?, ?, ?, ?)")
+_INSERT_TIMER = "INSERT INTO timers (request_id, step, kind, due_at) VALUES (?, ?, ?, ?)"
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (request_id, kind, payload, status, attempts, next_attempt_at, "
+    "created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)")
+_AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_LOAD_REQUEST = "SELECT doc, version, policy_hash FROM requests WHERE id = ?"
+_ANY = {"intake": "SELECT 1 FROM intake LIMIT 1", "clicks": "SELECT 1 FROM clicks LIMIT 1"}
+_COUNT = {"intake": "SELECT count(*) FROM intake", "clicks": "SELECT count(*) FROM clicks"}
+_INSERT_AUDIT = ("INSERT INTO audit (seq, request, event, actor, at, data, prev_hash, hash) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _outbox_values(request_id: int | None, kind: str, payload: dict[str, Any], *,
+                   at: datetime, due: datetime | None = None) -> tuple[Any, ...]:
+    """An outbox row for ``_INSERT_OUTBOX``."""
+    return (request_id, kind, json.dumps(payload, sort_keys=True), due or at, at)
 
 
 def _outbox_row(request_id: int | None, kind: str, payload: dict[str, Any], *,

@@ -40,6 +40,21 @@ def _naive(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+_STORED: dict[datetime, str] = {}  # recent datetimes as SQLite stores them
+
+
+def _stored(value: datetime) -> str:
+    """``value`` as SQLite's DATETIME column stores it (what SQLAlchemy writes):
+    ``2026-11-25 09:00:00.000000``, naive UTC. A request's rows repeat a few times many
+    times over: those are formatted once."""
+    text = _STORED.get(value)
+    if text is None:
+        if len(_STORED) >= 4096:
+            _STORED.clear()
+        text = _STORED[value] = _naive(value).isoformat(" ", "microseconds")
+    return text
+
+
 class Sql(Protocol):
     """Statements inside one open transaction (see the module's docstring)."""
 
@@ -76,8 +91,7 @@ class SqliteSql:
 
     @staticmethod
     def _values(params: Params) -> tuple[Any, ...]:
-        return tuple(_naive(v).isoformat(" ", "microseconds") if isinstance(v, datetime)
-                     else v for v in params)
+        return tuple([_stored(v) if isinstance(v, datetime) else v for v in params])
 
     async def rows(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         started = time.perf_counter()

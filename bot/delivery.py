@@ -343,7 +343,8 @@ class Deliverer:
         """
         args = {k: v for k, v in args.items() if v is not None}
         if self.http is None or self.http.closed:
-            return dict((await self.client.api_call(method, json=args)).data)
+            data = (await self.client.api_call(method, json=args)).data
+            return data if isinstance(data, dict) else {}
         base = self.client.base_url
         url = base + method if base.endswith("/") else f"{base}/{method}"
         async with self.http.post(url, data=json.dumps(args), headers={
@@ -360,8 +361,9 @@ class Deliverer:
         answer = AsyncSlackResponse(client=self.client, http_verb="POST", api_url=url,
                                     req_args={}, data=data if isinstance(data, dict) else {},
                                     headers=dict(headers), status_code=status)
-        answer.validate()  # raises SlackApiError, as the client would
-        raise SlackApiError(f"{method} failed (status {status})", answer)
+        answer.validate()  # type: ignore[no-untyped-call]  # raises SlackApiError
+        raise SlackApiError(f"{method} failed (status {status})",  # type: ignore[no-untyped-call]
+                            answer)
 
     async def _find_posted(self, item: OutboxItem, *, user: str, channel: str | None,
                            thread_ts: str | None) -> tuple[str, str] | None:

@@ -107,6 +107,31 @@ async def test_a_card_is_posted_recorded_updated_and_found_by_its_metadata(
     assert counts["chat.postMessage"] == 3 and counts["chat.update"] == 1
 
 
+async def test_a_card_in_any_key_order_is_recorded_alike(lean: tuple[LeanSlack, str]) -> None:
+    """slack_sdk's encoding (channel first, metadata last) is read without decoding the
+    blocks; any other order is decoded in full, to the same effect."""
+    _, url = lean
+    card = {"text": "PR-7 needs you", "blocks": CARD_BLOCKS, "metadata": card_metadata(51)}
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    answers = []
+    async with aiohttp.ClientSession() as http:
+        for body in ({"channel": "U_MANAGER", **card}, {**card, "channel": "U_MANAGER"},
+                     {"channel": "U_MANAGER", "metadata": card_metadata(51),
+                      "blocks": CARD_BLOCKS, "text": "PR-7 needs you"}):
+            async with http.post(f"{url}/api/chat.postMessage", data=json.dumps(body),
+                                 headers=auth) as response:
+                answers.append(await response.json())
+    cards = (await get_json(f"{url}/bench/cards?since=0"))["cards"]
+    assert [{k: v for k, v in c.items() if k not in {"at", "position"}} for c in cards] == [
+        {"request": 7, "step": 0, "outbox": 51, "user": "U_MANAGER",
+         "channel": "D_U_MANAGER", "value": '{"r":7,"s":0}'}] * 3
+    for answer in answers:
+        assert answer["ok"] and answer["channel"] == "D_U_MANAGER"
+        message = answer["message"]
+        assert (message["text"], message["blocks"], message["metadata"]) == (
+            "PR-7 needs you", CARD_BLOCKS, card_metadata(51))
+
+
 async def test_the_other_methods_the_product_calls(lean: tuple[LeanSlack, str]) -> None:
     slack, url = lean
     client = AsyncWebClient(token=TOKEN, base_url=f"{url}/api/")

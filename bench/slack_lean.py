@@ -24,9 +24,9 @@ framework: 0.05-0.09 ms, the HTTP exchange itself included. What it models:
 * **for the bench** -- ``GET /bench/cards?since=N``: approval cards posted from the N-th
   ``chat.postMessage`` call on (request, step, outbox id, user, channel, arrival time, the
   approve button's value, position), and ``next``, where the following poll starts;
-  ``GET /bench/counts``: calls per method; ``POST /v1/chat/completions``: a slow
-  OpenAI-compatible model that answers after :attr:`LeanSlack.llm_delay` seconds, each
-  request on its own clock.
+  ``GET /bench/counts``: calls per method (and ``response_url`` posts);
+  ``POST /v1/chat/completions``: a slow OpenAI-compatible model that answers after
+  :attr:`LeanSlack.llm_delay` seconds, each request on its own clock.
 """
 
 from __future__ import annotations
@@ -343,6 +343,7 @@ class LeanSlack:
             return response(b"invalid_payload", status=b"400 Bad Request",
                             content_type=b"text/plain")
         self.responses.append((key, posted))
+        self.counts["response_url"] += 1
         return response(b'{"ok":true}')
 
     def _bench_cards(self, query: str) -> str:

@@ -148,6 +148,7 @@ async def test_the_other_methods_the_product_calls(lean: tuple[LeanSlack, str]) 
     webhook = AsyncWebhookClient(f"{url}/response/bench")
     assert (await webhook.send(text="Submitted PR-7.")).status_code == 200
     assert slack.responses == [("bench", {"text": "Submitted PR-7."})]
+    assert (await get_json(f"{url}/bench/counts"))["response_url"] == 1
     # form-encoded, with JSON in a field, as some clients send
     async with aiohttp.ClientSession() as http, http.post(
             f"{url}/api/chat.postMessage",

@@ -25,6 +25,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cache, lru_cache
+
+from flows.prefilter import Prefilter, prefilter, words_of
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062"
                                "\u2063\u2064\ufeff\u180e"), None)
@@ -32,15 +35,50 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u200e\u200f\u2060\
 
 def fold(text: str) -> str:
     """NFKC, invisible characters out, case-folded, accents dropped from Latin letters."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE).casefold()
-    out: list[str] = []
-    for char in unicodedata.normalize("NFKD", text):
-        if unicodedata.combining(char) and out and out[-1].isascii():
-            continue  # é -> e, ü -> u; marks on other scripts are letters' parts, kept
-        out.append(char)
-    text = unicodedata.normalize("NFC", "".join(out))
-    text = text.replace("ß", "ss").replace("ø", "o").replace("æ", "ae").replace("œ", "oe")
-    return re.sub(r"[ \t\r\f\v]+", " ", text)
+    if text.isascii():  # the common case: every step but the last changes nothing then
+        return _squeeze(text.lower())
+    text = _INVISIBLE_RE.sub("", unicodedata.normalize("NFKC", text)).casefold()
+    if not text.isascii():
+        # é -> e, ü -> u; marks on other scripts are letters' parts, kept
+        text = unicodedata.normalize("NFC", _drop_marks_after_ascii(
+            unicodedata.normalize("NFKD", text)))
+        text = text.replace("ß", "ss").replace("ø", "o").replace("æ", "ae").replace("œ", "oe")
+    return _squeeze(text)
+
+
+_INVISIBLE_RE = re.compile("[" + "".join(map(chr, _INVISIBLE)) + "]")  # quicker than translate
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+_ODD_SPACE = re.compile(r"[\t\r\f\v]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _squeeze(text: str) -> str:
+    """Runs of spaces and tabs as one space (looked for first: most texts have none)."""
+    if "  " in text or (not text.isprintable() and _ODD_SPACE.search(text)):
+        return _SPACES.sub(" ", text)
+    return text
+
+
+def _drop_marks_after_ascii(text: str) -> str:
+    """``text`` without the runs of combining marks that follow an ASCII character."""
+    marks = frozenset(c for c in _NON_ASCII.findall(text) if unicodedata.combining(c))
+    if not marks:
+        return text
+    kept: list[str] = []
+    last = 0
+    for run in _runs_of(marks).finditer(text):
+        start = run.start()
+        if start and text[start - 1].isascii():  # what precedes a run is no mark
+            kept.append(text[last:start])
+            last = run.end()
+    kept.append(text[last:])
+    return "".join(kept)
+
+
+@lru_cache(maxsize=256)
+def _runs_of(marks: frozenset[str]) -> re.Pattern[str]:
+    one = "[" + "".join(re.escape(m) for m in sorted(marks)) + "]"
+    return re.compile(f"{one}{one}*")  # not {one}+: a leading class lets re skip ahead
 
 
 def _words(*alternatives: str) -> str:
@@ -257,6 +295,27 @@ _INSTRUCT_RE = re.compile(_INSTRUCT)
 
 
 @dataclass(frozen=True, slots=True)
+class _Gates:
+    """Each injection pattern with the words one of which every match of it contains."""
+
+    strong: Prefilter
+    vocative: Prefilter
+    verdict: Prefilter
+    skip: Prefilter
+    instruct: Prefilter
+
+
+@cache
+def _gates() -> _Gates:
+    """Built on first use (a few milliseconds of reading the patterns)."""
+    def gate(pattern: re.Pattern[str]) -> Prefilter:
+        return prefilter(pattern, common=_STOP)
+
+    return _Gates(gate(_STRONG), gate(_VOCATIVE_RE), gate(_VERDICT_RE), gate(_SKIP_RE),
+                  gate(_INSTRUCT_RE))
+
+
+@dataclass(frozen=True, slots=True)
 class Injection:
     """Why a text reads as instructions to the advisor or the approvers."""
 
@@ -283,14 +342,16 @@ def find_injection(*texts: str | None) -> Injection | None:
     text = fold("\n".join(t for t in texts if t))
     if not text.strip():
         return None
-    strong = _STRONG.search(text)
+    gates = _gates()
+    words = words_of(text)  # most texts hold no word a pattern needs: no search then
+    strong = gates.strong.search(text, words)
     if strong:
         return Injection("gives the advisor instructions", (_quote(text, strong),))
-    addressed = _VOCATIVE_RE.search(text)
-    verdict = _VERDICT_RE.search(text)
-    skip = _SKIP_RE.search(text)
+    addressed = gates.vocative.search(text, words)
+    verdict = gates.verdict.search(text, words)
+    skip = gates.skip.search(text, words)
     if addressed:
-        order = verdict or skip or _INSTRUCT_RE.search(text, addressed.end())
+        order = verdict or skip or gates.instruct.search(text, words, addressed.end())
         if order:
             return Injection("addresses the advisor or the approvers with an order",
                              (_quote(text, addressed), _quote(text, order)))
@@ -373,22 +434,29 @@ def _mashed(word: str) -> bool:
     """Keyboard mash or filler: ``sdfgh``, ``xxxx``, ``aaaa``."""
     if len(set(word)) == 1 and len(word) > 1:
         return True
-    return word.isascii() and len(word) >= 4 and not re.search(r"[aeiouy]", word)
+    return word.isascii() and len(word) >= 4 and _VOWELS.isdisjoint(word)
+
+
+_VOWELS = frozenset("aeiouy")
+_JOINERS = re.compile(r"[-']")
 
 
 def justification(purpose: str) -> Justification:
     text = fold(purpose)
     content: list[str] = []
-    why = bool(_CJK_WHY.search(text))
-    for run in _CJK.findall(text):
-        if re.match(r"[\uac00-\ud7af]", run):
-            content.append(run)  # Korean separates words with spaces
-        else:
-            content.extend(run[i:i + 2] for i in range(0, len(run), 2))
-    for token in _TOKEN.findall(_CJK.sub(" ", text)):
+    why = False
+    if not text.isascii():  # Chinese, Japanese and Korean are never ASCII
+        why = bool(_CJK_WHY.search(text))
+        for run in _CJK.findall(text):
+            if re.match(r"[\uac00-\ud7af]", run):
+                content.append(run)  # Korean separates words with spaces
+            else:
+                content.extend(run[i:i + 2] for i in range(0, len(run), 2))
+        text = _CJK.sub(" ", text)
+    for token in _TOKEN.findall(text):
         word = token.strip("'’-")
-        parts = [word, *re.split(r"[-']", word)]
-        if any(p in _WHY for p in parts):
+        if not why and (word in _WHY or (("-" in word or "'" in word)
+                                          and not _WHY.isdisjoint(_JOINERS.split(word)))):
             why = True
         if len(word) < 2 or word in _STOP or word in _VAGUE or _mashed(word):
             continue

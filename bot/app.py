@@ -79,7 +79,8 @@ def user_message(exc: BaseException) -> str:
 async def _bounded(work: Awaitable[str]) -> str:
     """``work``'s answer, or a clear one if it fails or is too slow to ack in time."""
     try:
-        return await asyncio.wait_for(work, timeout=ANSWER_WITHIN)
+        async with asyncio.timeout(ANSWER_WITHIN):
+            return await work
     except Exception as exc:
         if not isinstance(exc, ApprovalsError):
             log.exception("a Slack request failed")
@@ -151,12 +152,12 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             return help_text()
         if isinstance(parsed, CreateRequest):
             try:
-                received = await asyncio.wait_for(store.receive(Submit(
-                    requester=user, amount=parsed.amount,
-                    currency=parsed.currency or runtime.policy.currency,
-                    purpose=parsed.purpose, at=clock.now()),
-                    policy=runtime.policy, source=runtime.policy_source),
-                    timeout=CONFIRM_WITHIN)
+                async with asyncio.timeout(CONFIRM_WITHIN):
+                    received = await store.receive(Submit(
+                        requester=user, amount=parsed.amount,
+                        currency=parsed.currency or runtime.policy.currency,
+                        purpose=parsed.purpose, at=clock.now()),
+                        policy=runtime.policy, source=runtime.policy_source)
             except TimeoutError:
                 return UNCONFIRMED  # its write may still land: never say "nothing changed"
             runtime.received(received)
@@ -214,11 +215,12 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             await ack(response_action="errors", errors=form)
             return
         try:
-            received = await asyncio.wait_for(store.receive(Submit(
-                requester=user, amount=form.amount, currency=form.currency, vendor=form.vendor,
-                purpose=form.purpose, cost_center=form.cost_center, at=clock.now()),
-                policy=runtime.policy, source=runtime.policy_source, receipt=True),
-                timeout=CONFIRM_WITHIN)
+            async with asyncio.timeout(CONFIRM_WITHIN):
+                received = await store.receive(Submit(
+                    requester=user, amount=form.amount, currency=form.currency,
+                    vendor=form.vendor, purpose=form.purpose, cost_center=form.cost_center,
+                    at=clock.now()),
+                    policy=runtime.policy, source=runtime.policy_source, receipt=True)
         except TimeoutError:
             await ack(response_action="errors", errors={InputId.PURPOSE.value: UNCONFIRMED})
             return
@@ -247,9 +249,10 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         failed: Exception | None = None
         if value is not None:
             try:
-                await asyncio.wait_for(store.receive_click(
-                    value.request_id, value.step, actor=user, at=clock.now(),
-                    response_url=body.get("response_url")), timeout=ANSWER_WITHIN)
+                async with asyncio.timeout(ANSWER_WITHIN):
+                    await store.receive_click(value.request_id, value.step, actor=user,
+                                              at=clock.now(),
+                                              response_url=body.get("response_url"))
             except Exception as exc:
                 failed = exc
         await ack()
@@ -385,9 +388,9 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             await ack(response_action="errors", errors={field: empty})
             return
         try:
-            outcome = await asyncio.wait_for(store.act(
-                metadata.request_id, command(metadata.step, user, text)),
-                                             timeout=ANSWER_WITHIN)
+            async with asyncio.timeout(ANSWER_WITHIN):
+                outcome = await store.act(metadata.request_id,
+                                          command(metadata.step, user, text))
         except Exception as exc:
             await ack(response_action="errors", errors={field: user_message(exc)})
             return

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest, AsyncRespond
+from slack_bolt.logger import get_bolt_app_logger
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -95,13 +96,41 @@ class _TokenGivenTwice(logging.Filter):
         return "`token` will be unused" not in record.getMessage()
 
 
+class _SharedClientApp(AsyncApp):
+    """Bolt's app, handing every request the runtime's Web API client.
+
+    Bolt (since 1.15) builds a new client for each request, so that a listener may change
+    its token without touching other requests; building one reads the proxy variables
+    from the environment, a few percent of the server's CPU per acknowledgement. Our
+    listeners never change the client, and every Slack call shares one connection pool
+    anyway. The context holds what Bolt's own ``_init_context`` puts there
+    (``test_slack_app.py`` checks it still does).
+    """
+
+    def _init_context(self, req: AsyncBoltRequest) -> None:
+        req.context["logger"] = get_bolt_app_logger(app_name=self.name,
+                                                    base_logger=self._base_logger)
+        req.context["token"] = self._token
+        req.context["client"] = self.client
+        req.context["listener_runner"] = self.listener_runner
+
+
 def build_app(runtime: Runtime, *, process_before_response: bool = False) -> AsyncApp:
-    """The Bolt app for ``runtime`` (HTTP or Socket Mode)."""
+    """The Bolt app for ``runtime`` (HTTP or Socket Mode).
+
+    Request verification (signature and age) is on whenever there is a signing secret,
+    which HTTP mode requires; the middleware for what the app never receives (the bot's
+    own messages as events, workflow function tokens) is left out.
+    """
     settings = runtime.settings
-    logging.getLogger("slack_bolt.AsyncApp").addFilter(_TokenGivenTwice())
-    app = AsyncApp(signing_secret=settings.slack_signing_secret,
-                   client=runtime.client, process_before_response=process_before_response,
-                   request_verification_enabled=settings.slack_signing_secret is not None)
+    framework = logging.getLogger("slack_bolt.AsyncApp")
+    if not any(isinstance(f, _TokenGivenTwice) for f in framework.filters):
+        framework.addFilter(_TokenGivenTwice())
+    app = _SharedClientApp(
+        signing_secret=settings.slack_signing_secret, client=runtime.client,
+        process_before_response=process_before_response,
+        request_verification_enabled=settings.slack_signing_secret is not None,
+        ignoring_self_events_enabled=False, attaching_function_token_enabled=False)
     store, clock = runtime.store, runtime.clock
 
     def currencies() -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from bot.ids import (
     RequestModalMetadata,
     StepValue,
 )
+from bot.listener_args import pass_only_named
 from bot.runtime import Runtime
 from bot.text import escape
 from flows.errors import ApprovalsError, RequestInvalid, Unroutable
@@ -483,6 +484,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
     async def on_error(error: Exception) -> None:
         log.error("unhandled error in a Slack listener: %s", error, exc_info=error)
 
+    pass_only_named(app)
     return app
 
 

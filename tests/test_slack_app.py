@@ -16,9 +16,13 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
+from slack_bolt.kwargs_injection.async_utils import build_async_required_kwargs
+from slack_bolt.response import BoltResponse
 
 from bot.app import build_app
 from bot.ids import ActionId, CallbackId, StepValue
+from bot.listener_args import NamedArguments
 from bot.runtime import Runtime
 from bot.server import build_web
 from bot.settings import Settings
@@ -385,6 +389,62 @@ async def test_a_correctly_signed_request_is_accepted(ws: Workspace) -> None:
 async def test_the_url_verification_handshake_is_answered(ws: Workspace) -> None:
     response = await ws.send(signing.url_verification(ws.secret, challenge="c-123"))
     assert response.status_code == 200 and response.json() == {"challenge": "c-123"}
+
+
+# --------------------------------------------------------------------------- Bolt's arguments
+
+
+def bolt_requests(ws: Workspace) -> list[AsyncBoltRequest]:
+    """One request of each kind the app listens to, as Bolt parses them."""
+    url = ws.slack.response_url()
+    value = StepValue(request_id=1, step=0).encode()
+    signed = [
+        signing.slash_command(ws.secret, text="$9,000 Monitors", user_id="U_ALICE",
+                              response_url=url),
+        *(signing.block_actions(ws.secret, user_id="U_BOB", action_id=action.value,
+                                value=value, channel_id="D_U_BOB", message_ts="1.000001",
+                                response_url=url) for action in ActionId),
+        *(signing.view_submission(ws.secret, user_id="U_ALICE", callback_id=callback.value,
+                                  values={}) for callback in CallbackId),
+        signing.app_home_opened(ws.secret, user_id="U_ALICE"),
+        signing.event_callback(ws.secret, event={"type": "tokens_revoked", "tokens": {}}),
+    ]
+    return [AsyncBoltRequest(body=s.body.decode(), headers=s.headers) for s in signed]
+
+
+async def test_listeners_get_what_bolts_own_injection_would_give_them(ws: Workspace) -> None:
+    """bot.listener_args builds only the arguments a listener names: they match Bolt's own
+    (kwargs injection), and so does which listener a request goes to."""
+    listeners = ws.app._async_listeners
+    assert listeners and all(isinstance(one, NamedArguments) for one in listeners)
+    for request in bolt_requests(ws):
+        ws.app._init_context(request)
+        response = BoltResponse(status=200, body="")
+        matched = []
+        for listener in listeners:
+            bolts = listener.listener
+            ours_match = await listener.async_matches(req=request, resp=response)
+            assert ours_match == await bolts.async_matches(req=request, resp=response)
+            if not ours_match:
+                continue
+            matched.append(listener)
+            expected = build_async_required_kwargs(
+                logger=bolts.logger, required_arg_names=list(bolts.arg_names),
+                request=request, response=response, this_func=bolts.ack_function)
+            assert listener.arguments(request) == expected
+        assert len(matched) == 1, request.body
+
+
+async def test_each_request_gets_bolts_context_with_the_runtimes_client(ws: Workspace) -> None:
+    [command, *_] = bolt_requests(ws)
+    ours = AsyncBoltRequest(body=command.raw_body, headers=command.headers)
+    ws.app._init_context(ours)
+    bolts = AsyncBoltRequest(body=command.raw_body, headers=command.headers)
+    AsyncApp._init_context(ws.app, bolts)  # what Bolt itself puts there
+    assert ours.context.keys() == bolts.context.keys()
+    assert ours.context.client is ws.runtime.client  # the same client, not a copy per request
+    for key in bolts.context.keys() - {"client"}:
+        assert ours.context[key] == bolts.context[key], key
 
 
 # --------------------------------------------------------------------------- health

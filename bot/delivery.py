@@ -57,8 +57,15 @@ class Permanent(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Known:
+    """A round's requests and their cards, read once as it starts; the cards this round
+    posts are added as they go out, so a request's later messages see them (an update of
+    a step's cards, a reminder in a card's thread) before they are recorded."""
+
     requests: dict[int, Request]
     cards: dict[tuple[int, int, str], CardRef]
+
+    def of_step(self, request_id: int, step: int) -> list[CardRef]:
+        return [c for (r, s, _), c in self.cards.items() if r == request_id and s == step]
 
 
 class Deliverer:
@@ -109,17 +116,12 @@ class Deliverer:
 
         async def one_request(group: list[OutboxItem]) -> None:
             async with gate:
-                mine: list[Sent] = []
                 for position, item in enumerate(group):
-                    # a request's first message; later ones read what it changed
-                    if not await self._attempt(item, mine, known=known if not position else None):
+                    if not await self._attempt(item, sent, known=known):
                         # keep the request's order: the rest waits for this one
                         await self.store.outbox_release([i.id for i in group[position + 1:]],
                                                         at=self.clock.now())
                         break
-                    if position + 1 < len(group):
-                        await self._mark(mine)  # what follows may need this card recorded
-                sent.extend(mine)
 
         async def one_home(user: str, group: list[OutboxItem]) -> None:
             async with gate:
@@ -152,6 +154,8 @@ class Deliverer:
             await self._dead(item, str(exc), also=also)
             return True
         card, audit = done
+        if card is not None and known is not None:
+            known.cards[(card.request_id, card.step, card.user)] = card
         sent.append(Sent(item.id, card, audit, tuple(extra.id for extra in also or [])))
         return True
 
@@ -206,7 +210,7 @@ class Deliverer:
         if item.kind == "card":
             return await self._card(item, request, known)
         if item.kind == "update_cards":
-            await self._update_cards(request, int(payload["step"]))
+            await self._update_cards(request, int(payload["step"]), known)
         elif item.kind == "notify":
             step_index = payload.get("step")
             step = request.step(int(step_index)) if step_index is not None else None
@@ -216,13 +220,13 @@ class Deliverer:
             await self._post(item, user=str(payload["user"]),
                              kwargs={"text": cards.submitted_text(request)})
         elif item.kind == "reminder":
-            await self._reminder(item, request, payload)
+            await self._reminder(item, request, payload, known)
         elif item.kind == "ask":
             step = request.steps[int(payload["step"])]
             message = cards.question_dm(request, step, int(payload["question"]))
             await self._post(item, user=request.requester, kwargs=message.as_kwargs())
         elif item.kind == "answer":
-            await self._answer(item, request, payload)
+            await self._answer(item, request, payload, known)
         else:
             raise Permanent(f"unknown outbox kind {item.kind!r}")
         return None, None
@@ -234,11 +238,8 @@ class Deliverer:
         if step.status is not StepStatus.PENDING:
             return None, None  # decided before its card went out: nobody needs it now
         message = cards.approval_card(request, step, viewer=user)
-        if known is not None:
-            existing = known.cards.get((request.id, step.index, user))
-        else:
-            existing = next((c for c in await self.store.cards(request.id, step.index)
-                             if c.user == user), None)
+        existing = next((c for c in await self._cards(request.id, step.index, known)
+                         if c.user == user), None)
         if existing is not None:  # a step handed back: their old card comes alive again
             await self._call("chat.update", {"channel": existing.channel, "ts": existing.ts,
                                              **message.as_kwargs()})
@@ -251,9 +252,15 @@ class Deliverer:
                                          "channel": channel, "ts": ts})
         return card, audit
 
-    async def _update_cards(self, request: Request, index: int) -> None:
+    async def _cards(self, request_id: int, step: int, known: _Known | None) -> list[CardRef]:
+        """The cards sent for ``step``: the round's (``known``), or read now."""
+        if known is not None:
+            return known.of_step(request_id, step)
+        return await self.store.cards(request_id, step)
+
+    async def _update_cards(self, request: Request, index: int, known: _Known | None) -> None:
         step = request.steps[index]
-        for card in await self.store.cards(request.id, index):
+        for card in await self._cards(request.id, index, known):
             message = cards.approval_card(request, step, viewer=card.user)
             try:
                 await self._call("chat.update", {"channel": card.channel, "ts": card.ts,
@@ -266,26 +273,26 @@ class Deliverer:
                             request.ref, card.channel, card.ts, exc.response.get("error"))
 
     async def _reminder(self, item: OutboxItem, request: Request,
-                        payload: dict[str, Any]) -> None:
+                        payload: dict[str, Any], known: _Known | None) -> None:
         index, user = int(payload["step"]), str(payload["user"])
         step = request.steps[index]
         if step.status is not StepStatus.PENDING or user not in step.assignees:
             return
         message = cards.reminder_dm(request, step, int(payload["waited_seconds"]))
-        await self._post_to_card(item, request, index, user, message.as_kwargs())
+        await self._post_to_card(item, request, index, user, message.as_kwargs(), known)
 
     async def _answer(self, item: OutboxItem, request: Request,
-                      payload: dict[str, Any]) -> None:
+                      payload: dict[str, Any], known: _Known | None) -> None:
         index, number = int(payload["step"]), int(payload["question"])
         step = request.steps[index]
         message = cards.answer_reply(request, step, number)
         await self._post_to_card(item, request, index, step.questions[number].by,
-                                 message.as_kwargs())
+                                 message.as_kwargs(), known)
 
     async def _post_to_card(self, item: OutboxItem, request: Request, step: int, user: str,
-                            kwargs: dict[str, Any]) -> None:
+                            kwargs: dict[str, Any], known: _Known | None) -> None:
         """Post in the thread of ``user``'s card for ``step``, or by DM if it has none."""
-        card = next((c for c in await self.store.cards(request.id, step) if c.user == user),
+        card = next((c for c in await self._cards(request.id, step, known) if c.user == user),
                     None)
         if card is not None:
             await self._post(item, user=user, kwargs=kwargs, channel=card.channel,

@@ -74,7 +74,6 @@ from storage.tables import (
     AuditHeadRow,
     AuditRow,
     Base,
-    CardRow,
     ClickRow,
     DelegationRow,
     IntakeRow,
@@ -1086,9 +1085,9 @@ class Store:
     # ------------------------------------------------------------------ reads
 
     async def get(self, request_id: int) -> Request | None:
-        async with self.db.read() as session:
-            row = await session.get(RequestRow, request_id)
-            return Request.model_validate_json(row.doc) if row else None
+        async with self.db.read_sql() as sql:
+            found = await sql.rows("SELECT doc FROM requests WHERE id = ?", (request_id,))
+        return Request.model_validate_json(found[0][0]) if found else None
 
     async def for_delivery(self, request_ids: Sequence[int]
                            ) -> tuple[dict[int, Request], dict[tuple[int, int, str], CardRef]]:
@@ -1270,12 +1269,13 @@ class Store:
             [(c.request_id, c.step, c.user, c.channel, c.ts, at) for c in latest.values()])
 
     async def cards(self, request_id: int, step: int | None = None) -> list[CardRef]:
-        async with self.db.read() as session:
-            query = select(CardRow).where(CardRow.request_id == request_id)
-            if step is not None:
-                query = query.where(CardRow.step == step)
-            rows = (await session.execute(query.order_by(CardRow.id))).scalars().all()
-        return [CardRef(r.request_id, r.step, r.user_id, r.channel, r.ts) for r in rows]
+        query = "SELECT request_id, step, user_id, channel, ts FROM cards WHERE request_id = ?"
+        params: tuple[int, ...] = (request_id,)
+        if step is not None:
+            query, params = f"{query} AND step = ?", (request_id, step)
+        async with self.db.read_sql() as sql:
+            rows = await sql.rows(f"{query} ORDER BY id", params)
+        return [CardRef(int(r), int(st), str(u), str(c), str(ts)) for r, st, u, c, ts in rows]
 
     async def first_delivery(self, event_id: str, *, at: datetime) -> bool:
         """True the first time ``event_id`` is seen (Slack retries deliveries).

@@ -57,9 +57,10 @@ class Permanent(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """A round's requests and their cards, read once as it starts; the cards this round
-    posts are added as they go out, so a request's later messages see them (an update of
-    a step's cards, a reminder in a card's thread) before they are recorded."""
+    """A round's requests and their cards, read once as it starts. A round takes at most
+    one message of each request (:meth:`Store.claim_outbox` keeps a request's messages in
+    order), so every card its messages may need -- to update a step's cards, to thread a
+    reminder -- was recorded by an earlier round, before this one read them."""
 
     requests: dict[int, Request]
     cards: dict[tuple[int, int, str], CardRef]
@@ -154,8 +155,6 @@ class Deliverer:
             await self._dead(item, str(exc), also=also)
             return True
         card, audit = done
-        if card is not None and known is not None:
-            known.cards[(card.request_id, card.step, card.user)] = card
         sent.append(Sent(item.id, card, audit, tuple(extra.id for extra in also or [])))
         return True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,18 +37,46 @@ def _default(value: object) -> Any:
 
 def canonical_json(value: object) -> str:
     """Sorted keys, no whitespace, UTF-8 kept: one byte string per meaning."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_default, allow_nan=False)
+    return _encode(value)
 
 
 def normalise(data: dict[str, Any]) -> dict[str, Any]:
     """The data as it will read back from JSON (tuples as lists, decimals as text)."""
-    result: dict[str, Any] = json.loads(canonical_json(data))
+    result: dict[str, Any] = json.loads(_encode(data))
     return result
+
+
+# ``json.dumps`` with these options builds an encoder per call, and the encoder builds
+# json's C encoder per call: both are built once here. The C one runs without a check for
+# circular data (its check keeps state between calls); circular data overflows the stack,
+# and the checking encoder then says what ``json.dumps`` says.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=_default, allow_nan=False)
+_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_QUICK = None if _C_ENCODER is None else _C_ENCODER(
+    None, _default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+
+
+def _encode(value: object) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    default=_default, allow_nan=False)``."""
+    if _QUICK is None:  # pragma: no cover - CPython has the C encoder
+        return _CANONICAL.encode(value)
+    try:
+        return "".join(_QUICK(value, 0))
+    except RecursionError:
+        return _CANONICAL.encode(value)
+
+
+# json.loads without its checks, for text the encoder above wrote: one value, no BOM
+_decode: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
 
 
 def format_time(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds: ``2026-11-25T04:16:27.000000+00:00``."""
+    if value.tzinfo is UTC and type(value) is datetime:
+        return value.isoformat(timespec="microseconds")  # astimezone(UTC) returns it as is
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="microseconds")
@@ -76,11 +104,70 @@ def digest(prev_hash: str, body: dict[str, Any]) -> str:
 
 def make_entry(*, seq: int, prev_hash: str, request: str | None, event: str, actor: str,
                at: datetime, data: dict[str, Any]) -> Entry:
-    stamp, clean = format_time(at), normalise(data)
-    body = {"seq": seq, "request": request, "event": event, "actor": actor,
-            "at": stamp, "data": clean}
+    stamp, text = format_time(at), _encode(data)
+    clean: dict[str, Any] = _decode(text, 0)[0]
+    if _keys_survive(data):
+        # the body's canonical JSON, spliced around the data's (keys sorted: actor, at,
+        # data, event, request, seq): the data is serialised once, not three times
+        body = (f'{{"actor":{_scalar(actor)},"at":{_scalar(stamp)},"data":{text},'
+                f'"event":{_scalar(event)},"request":{_scalar(request)},"seq":{_scalar(seq)}}}')
+        hashed = hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+    else:
+        hashed = digest(prev_hash, {"seq": seq, "request": request, "event": event,
+                                    "actor": actor, "at": stamp, "data": clean})
     return Entry(seq=seq, request=request, event=event, actor=actor, at=stamp,
-                 data=clean, prev_hash=prev_hash, hash=digest(prev_hash, body))
+                 data=clean, prev_hash=prev_hash, hash=hashed)
+
+
+_LEAVES = frozenset({str, int, float, bool, type(None), Decimal, datetime})
+_encode_str = json.encoder.encode_basestring  # what the encoder writes a string with
+
+
+def _scalar(value: object) -> str:
+    """``canonical_json(value)``, quicker for the strings, numbers and ``None`` of a body."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    if kind is int:
+        return int.__repr__(value)
+    return _encode(value)
+
+
+def _keys_survive(value: object) -> bool:
+    """Whether ``value`` serialises to the same JSON as its reading back does.
+
+    The hash covers the data as read back (:func:`normalise`). Serialised again, that is
+    the same text unless some mapping has keys that are not plain strings (``{2: .., 10:
+    ..}`` sorts as numbers first, as text after) or something the encoder treats in its own
+    way (subclasses of dict, list or tuple, sets); then this says ``False``.
+    """
+    stack = [value]  # a loop, not recursion: as deep as the encoder goes, this goes
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            assert isinstance(item, dict)
+            if not _STR.issuperset(map(type, item)):
+                return False
+            items: Iterable[object] = item.values()
+        elif kind is list or kind is tuple:
+            assert isinstance(item, list | tuple)
+            items = item
+        else:
+            return kind in _LEAVES
+        kinds = set(map(type, items))
+        if not kinds <= _LEAVES:  # containers inside: look into them too
+            if not kinds <= _PLAIN:
+                return False
+            stack.extend(x for x in items if type(x) in _CONTAINERS)
+    return True
+
+
+_STR = frozenset({str})
+_CONTAINERS = frozenset({dict, list, tuple})
+_PLAIN = _LEAVES | _CONTAINERS
 
 
 @dataclass(frozen=True, slots=True)

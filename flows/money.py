@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 
@@ -81,10 +82,63 @@ def convert(amount: Decimal, currency: str, *, base: str,
     return to_cents(amount * rate)
 
 
-@lru_cache(maxsize=4096)
 def format_money(amount: Decimal, currency: str) -> str:
     """``$120,000.00``, ``€25,000.00``, ``CHF 1,200.00``: in full, never abbreviated.
 
-    Cached: Babel's formatting costs tens of microseconds and every card shows amounts."""
+    Babel's formatting costs tens of microseconds, and amounts vary too much for a cache to
+    catch them; so an amount that needs no rounding is written into the currency's
+    template (read from Babel once, and checked against it), anything else by Babel."""
+    template = _template(currency)
+    if template is not None and template.fits(amount):
+        return template.format(amount)
+    return _babel(amount, currency)
+
+
+def _format_currency(amount: Decimal, currency: str) -> str:
     text: str = format_currency(amount, currency, locale="en_US", format_type="standard")
     return text.replace("\xa0", " ")
+
+
+# (the cache answers equal amounts alike: -0 as 0, the first asked for)
+_babel = lru_cache(maxsize=4096)(_format_currency)
+
+
+_FAST_BELOW = Decimal(10) ** 15  # well above any amount: MAX_AMOUNT at any sane rate
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """How Babel writes a currency's amounts: ``prefix`` + ``1,234.50`` + ``suffix``."""
+
+    prefix: str
+    suffix: str
+    digits: int  # decimals shown
+
+    def fits(self, amount: Decimal) -> bool:
+        """Amounts Babel writes as they are: non-negative, finite, no rounding needed."""
+        if type(amount) is not Decimal or not amount.is_finite() or amount.is_signed():
+            return False
+        exponent = amount.as_tuple().exponent
+        return isinstance(exponent, int) and exponent >= -self.digits and amount < _FAST_BELOW
+
+    def format(self, amount: Decimal) -> str:
+        return f"{self.prefix}{amount:,.{self.digits}f}{self.suffix}"
+
+
+_PROBES = ("0", "7", "1234567", "1E+3", "9876543210123", "100000.1", "0.05", "42.42")
+
+
+@lru_cache(maxsize=256)
+def _template(currency: str) -> _Template | None:
+    """The currency's template, if Babel writes every probe amount exactly so."""
+    sample = _format_currency(Decimal(1234567), currency)
+    prefix, found, tail = sample.partition("1,234,567")
+    if not found:
+        return None
+    digits = len(tail) - 1 - len(tail[1:].lstrip("0")) if tail.startswith(".") else 0
+    suffix = tail[1 + digits:] if digits else tail
+    template = _Template(prefix, suffix, digits)
+    for probe in map(Decimal, _PROBES):
+        if template.fits(probe) and template.format(probe) != _format_currency(probe, currency):
+            return None
+    return template

@@ -30,7 +30,7 @@ from flows.machine import SYSTEM, Audit, Effect, Outcome, Submit, UpdateCards, v
 from flows.model import Advice, Flag, Recommendation, Request, RequestStatus, Risk
 from flows.money import format_money
 from flows.policy import Budget, Policy
-from flows.textchecks import find_injection, justification
+from flows.textchecks import Injection, Justification, read_request
 from flows.vendors import vendor_key
 
 Code = Literal["split_purchase", "duplicate", "new_vendor", "near_threshold", "over_budget",
@@ -182,14 +182,16 @@ def _budget(draft: Draft, policy: Policy) -> Budget | None:
 def rules_advice(draft: Draft, history: History, policy: Policy) -> Advice:
     """The offline advisor: every contract code, each with its detail and evidence."""
     money = _Money(draft.base_currency)
+    thresholds = _thresholds(policy)
+    said, found = read_request(draft.purpose, draft.vendor, draft.cost_center)
     flags = [flag for flag in (
-        _split_purchase(draft, history, policy, money),
+        _split_purchase(draft, history, thresholds, money),
         _duplicate(draft, history, money),
         _new_vendor(draft, history),
-        _near_threshold(draft, policy, money),
+        _near_threshold(draft, thresholds, money),
         _over_budget(draft, history, policy, money),
-        _missing_justification(draft),
-        _prompt_injection(draft),
+        _missing_justification(draft, said),
+        _prompt_injection(found),
     ) if flag is not None]
     recommendation, risk = verdict(flags)
     return Advice(recommendation=recommendation, risk=risk, summary=summary(flags),
@@ -218,10 +220,10 @@ def _and(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def _split_purchase(draft: Draft, history: History, policy: Policy,
+def _split_purchase(draft: Draft, history: History, thresholds: list[tuple[str, Decimal]],
                     money: _Money) -> Flag | None:
     """Each under a level's threshold, together over it: the highest threshold crossed."""
-    for name, threshold in _thresholds(policy):
+    for name, threshold in thresholds:
         if draft.base_amount > threshold:
             continue  # this request goes to that level anyway
         under = [p for p in history.same_vendor if p.base_amount <= threshold]
@@ -259,8 +261,9 @@ def _new_vendor(draft: Draft, history: History) -> Flag | None:
                 evidence=(f"vendor {draft.vendor}: no approved request",))
 
 
-def _near_threshold(draft: Draft, policy: Policy, money: _Money) -> Flag | None:
-    for name, threshold in _thresholds(policy):
+def _near_threshold(draft: Draft, thresholds: list[tuple[str, Decimal]],
+                    money: _Money) -> Flag | None:
+    for name, threshold in thresholds:
         if threshold * (1 - NEAR_WITHIN) <= draft.base_amount <= threshold:
             gap = threshold - draft.base_amount
             share = (gap / threshold * 100).quantize(Decimal("0.1"))
@@ -289,8 +292,7 @@ def _over_budget(draft: Draft, history: History, policy: Policy,
                   f"budget {money(budget.amount)}", f"with this request {money(total)}"))
 
 
-def _missing_justification(draft: Draft) -> Flag | None:
-    said = justification(draft.purpose)
+def _missing_justification(draft: Draft, said: Justification) -> Flag | None:
     if said.enough:
         return None
     what = "says neither what is bought nor why" if not said.content else (
@@ -300,8 +302,7 @@ def _missing_justification(draft: Draft) -> Flag | None:
                 evidence=(f"purpose: “{draft.purpose[:80]}”",))
 
 
-def _prompt_injection(draft: Draft) -> Flag | None:
-    found = find_injection(draft.purpose, draft.vendor, draft.cost_center)
+def _prompt_injection(found: Injection | None) -> Flag | None:
     if found is None:
         return None
     return Flag(code="prompt_injection", detail=(

@@ -337,6 +337,8 @@ def _excluded(request: Request) -> set[str]:
 def _delegated(users: tuple[str, ...], request: Request, delegations: Delegations,
                at: datetime) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
     """``users`` with each away approver replaced by their delegate (where eligible)."""
+    if not delegations:  # nobody is away: what the loop below gives then
+        return tuple(dict.fromkeys(users)), {}, []
     excluded = _excluded(request)
     out: list[str] = []
     on_behalf: dict[str, str] = {}

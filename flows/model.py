@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from flows.money import format_money
 
@@ -62,7 +62,8 @@ class Step(_Value):
     reason_text: str | None = None  # a rejection's reason
     escalated_to: tuple[str, ...] = ()
     escalated_at: datetime | None = None
-    on_behalf: dict[str, str] = {}  # delegate -> the approver they stand in for
+    # delegate -> the approver they stand in for (a factory: a {} default is deep-copied)
+    on_behalf: dict[str, str] = Field(default_factory=dict)
     questions: tuple[Question, ...] = ()
     paused_at: datetime | None = None  # waiting for the requester's answer since
     paused_seconds: float = 0.0  # time spent waiting for answers before paused_at

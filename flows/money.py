@@ -82,25 +82,23 @@ def convert(amount: Decimal, currency: str, *, base: str,
     return to_cents(amount * rate)
 
 
+@lru_cache(maxsize=4096)
 def format_money(amount: Decimal, currency: str) -> str:
     """``$120,000.00``, ``€25,000.00``, ``CHF 1,200.00``: in full, never abbreviated.
 
-    Babel's formatting costs tens of microseconds, and amounts vary too much for a cache to
-    catch them; so an amount that needs no rounding is written into the currency's
-    template (read from Babel once, and checked against it), anything else by Babel."""
+    Babel's formatting costs tens of microseconds, and amounts vary too much for the cache
+    to catch them all; so an amount that needs no rounding is written into the currency's
+    template (read from Babel once, and checked against it), anything else by Babel. (The
+    cache answers equal amounts alike: -0 as 0, whichever was asked for first.)"""
     template = _template(currency)
     if template is not None and template.fits(amount):
         return template.format(amount)
-    return _babel(amount, currency)
+    return _format_currency(amount, currency)
 
 
 def _format_currency(amount: Decimal, currency: str) -> str:
     text: str = format_currency(amount, currency, locale="en_US", format_type="standard")
     return text.replace("\xa0", " ")
-
-
-# (the cache answers equal amounts alike: -0 as 0, the first asked for)
-_babel = lru_cache(maxsize=4096)(_format_currency)
 
 
 _FAST_BELOW = Decimal(10) ** 15  # well above any amount: MAX_AMOUNT at any sane rate

@@ -339,7 +339,28 @@ def _quote(text: str, match: re.Match[str]) -> str:
 def find_injection(*texts: str | None) -> Injection | None:
     """An :class:`Injection` when the texts address instructions to the advisor or the
     approvers; ``None`` for ordinary text."""
-    text = fold("\n".join(t for t in texts if t))
+    return _injection(fold("\n".join(t for t in texts if t)))
+
+
+def read_request(purpose: str, *others: str | None) -> tuple[Justification, Injection | None]:
+    """``justification(purpose)`` and ``find_injection(purpose, *others)``, folding the
+    purpose once.
+
+    Folding works line by line (normalisation, case and accents never reach across a line
+    break, nor do runs of spaces), so the folded lines can be joined instead of folding the
+    joined lines again -- except that a line starting with combining marks loses them after
+    a line break, which an ASCII line (a vendor, a cost center, most often) never does.
+    """
+    folded = fold(purpose)
+    rest = [t for t in others if t]
+    if purpose and all(t.isascii() for t in rest):
+        joined = "\n".join([folded, *map(fold, rest)])
+    else:
+        joined = fold("\n".join(t for t in (purpose, *others) if t))
+    return _justification(folded), _injection(joined)
+
+
+def _injection(text: str) -> Injection | None:
     if not text.strip():
         return None
     gates = _gates()
@@ -442,7 +463,10 @@ _JOINERS = re.compile(r"[-']")
 
 
 def justification(purpose: str) -> Justification:
-    text = fold(purpose)
+    return _justification(fold(purpose))
+
+
+def _justification(text: str) -> Justification:
     content: list[str] = []
     why = False
     if not text.isascii():  # Chinese, Japanese and Korean are never ASCII

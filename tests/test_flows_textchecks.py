@@ -108,6 +108,11 @@ def _same(purpose: str, vendor: str | None = None, cost_center: str | None = Non
         purpose, vendor, cost_center)
     said = tc.justification(purpose)
     assert (said.content, said.says_why) == ref_justification(purpose)
+    # both at once, as the advisor asks, folding the purpose once
+    said, found = tc.read_request(purpose, vendor, cost_center)
+    assert (said.content, said.says_why) == ref_justification(purpose)
+    assert (found and (found.reason, found.quotes)) == ref_find_injection(
+        purpose, vendor, cost_center)
 
 
 @pytest.mark.parametrize("case", eval_set().cases, ids=lambda c: c.name)
@@ -130,6 +135,9 @@ def test_every_evaluation_case_reads_as_before(case: object) -> None:
 def test_edge_texts_read_as_before(text: str) -> None:
     _same(text)
     _same(text, text, text)
+    _same(text, "ACME Inc.", "ENG-001")
+    _same("Monitors", text, None)
+    _same("Desks für Köln", "\u0301" + text, "\u0308ENG")
 
 
 def _vocabulary() -> list[str]:

@@ -160,8 +160,9 @@ def approvals_server(workdir: Path, slack: SlackProcess, *, database: Path, poli
     env.update(SLACK_BOT_TOKEN=slack.token, SLACK_SIGNING_SECRET=SECRET,
                SLACK_API_URL=slack.api_url, DATABASE_URL=f"sqlite+aiosqlite:///{database}",
                **(extra_env or {}))
-    if "APPROVALS_WORKER" in os.environ and "APPROVALS_WORKER" not in (extra_env or {}):
-        env["APPROVALS_WORKER"] = os.environ["APPROVALS_WORKER"]  # to measure another mode
+    for name, value in os.environ.items():  # to measure another configuration
+        if name.startswith("APPROVALS_") and name not in (extra_env or {}):
+            env[name] = value
     return ServerProcess([sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1",
                           "--port", "{port}", "--policy", str(policy)], env, workdir,
                          "approvals")

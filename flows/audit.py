@@ -68,9 +68,25 @@ def _encode(value: object) -> str:
         return _CANONICAL.encode(value)
 
 
-# json.loads without its checks, for text the encoder above wrote: one value, no BOM
+class _Unsorted(Exception):
+    """Raised while reading back an object whose keys were not written in text order."""
+
+
+def _in_text_order(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object read back, as json.loads builds it, if its keys were written in ascending
+    text order (sorted again as text, they stay where they are); else :class:`_Unsorted`."""
+    result = dict(pairs)
+    if len(result) != len(pairs) or list(result) != sorted(result):
+        raise _Unsorted
+    return result
+
+
+# json.loads without its checks, for text the encoder above wrote (one value, no BOM), and
+# one that also says whether that text is the canonical JSON of what it reads back
 _decode: Callable[[str, int], tuple[Any, int]] = (
     json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
+_decode_sorted: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder(object_pairs_hook=_in_text_order).scan_once)  # type: ignore[attr-defined]
 
 
 def format_time(value: datetime) -> str:
@@ -105,21 +121,23 @@ def digest(prev_hash: str, body: dict[str, Any]) -> str:
 def make_entry(*, seq: int, prev_hash: str, request: str | None, event: str, actor: str,
                at: datetime, data: dict[str, Any]) -> Entry:
     stamp, text = format_time(at), _encode(data)
-    clean: dict[str, Any] = _decode(text, 0)[0]
-    if _keys_survive(data):
-        # the body's canonical JSON, spliced around the data's (keys sorted: actor, at,
-        # data, event, request, seq): the data is serialised once, not three times
+    try:
+        # the hash covers the data as read back; when every key was written in text order
+        # (keys are plain strings), written again it is this same text: so the body's
+        # canonical JSON is spliced around it (keys sorted: actor, at, data, event,
+        # request, seq) and the data is serialised once, not three times
+        clean: dict[str, Any] = _decode_sorted(text, 0)[0]
         body = (f'{{"actor":{_scalar(actor)},"at":{_scalar(stamp)},"data":{text},'
                 f'"event":{_scalar(event)},"request":{_scalar(request)},"seq":{_scalar(seq)}}}')
         hashed = hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
-    else:
+    except _Unsorted:  # {2: .., 10: ..} was sorted as numbers, will be as text: as before
+        clean = _decode(text, 0)[0]
         hashed = digest(prev_hash, {"seq": seq, "request": request, "event": event,
                                     "actor": actor, "at": stamp, "data": clean})
     return Entry(seq=seq, request=request, event=event, actor=actor, at=stamp,
                  data=clean, prev_hash=prev_hash, hash=hashed)
 
 
-_LEAVES = frozenset({str, int, float, bool, type(None), Decimal, datetime})
 _encode_str = json.encoder.encode_basestring  # what the encoder writes a string with
 
 
@@ -133,41 +151,6 @@ def _scalar(value: object) -> str:
     if kind is int:
         return int.__repr__(value)
     return _encode(value)
-
-
-def _keys_survive(value: object) -> bool:
-    """Whether ``value`` serialises to the same JSON as its reading back does.
-
-    The hash covers the data as read back (:func:`normalise`). Serialised again, that is
-    the same text unless some mapping has keys that are not plain strings (``{2: .., 10:
-    ..}`` sorts as numbers first, as text after) or something the encoder treats in its own
-    way (subclasses of dict, list or tuple, sets); then this says ``False``.
-    """
-    stack = [value]  # a loop, not recursion: as deep as the encoder goes, this goes
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            assert isinstance(item, dict)
-            if not _STR.issuperset(map(type, item)):
-                return False
-            items: Iterable[object] = item.values()
-        elif kind is list or kind is tuple:
-            assert isinstance(item, list | tuple)
-            items = item
-        else:
-            return kind in _LEAVES
-        kinds = set(map(type, items))
-        if not kinds <= _LEAVES:  # containers inside: look into them too
-            if not kinds <= _PLAIN:
-                return False
-            stack.extend(x for x in items if type(x) in _CONTAINERS)
-    return True
-
-
-_STR = frozenset({str})
-_CONTAINERS = frozenset({dict, list, tuple})
-_PLAIN = _LEAVES | _CONTAINERS
 
 
 @dataclass(frozen=True, slots=True)

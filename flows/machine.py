@@ -253,8 +253,14 @@ def submit(cmd: Submit, *, request_id: int, policy: Policy, policy_version: str,
     base_amount = validate_submission(cmd, policy)
     planned = plan_route(policy, requester=cmd.requester, base_amount=base_amount,
                          needs_a_human=advice is not None and bool(advice.flags))
+    auto = _auto_approves(policy, base_amount, advice)
+    # the first level starts at once: built started, rather than built and then copied
+    first = (_first_started(planned[0], cmd.requester, policy, cmd.at, delegations or {})
+             if planned and not auto else None)
     steps = tuple(Step(index=i, level=p.name, reason=p.reason, listed=p.listed)
-                  for i, p in enumerate(planned))
+                  for i, p in enumerate(planned) if i or first is None)
+    if first is not None:
+        steps = (first[0], *steps)
     request = Request(
         id=request_id, requester=cmd.requester, amount=cmd.amount, currency=cmd.currency,
         base_amount=base_amount, base_currency=policy.currency,
@@ -272,7 +278,7 @@ def submit(cmd: Submit, *, request_id: int, policy: Policy, policy_version: str,
     }))
     if advice is not None:
         out.add(Audit("annotated", SYSTEM, advice.model_dump(mode="json")))
-    if _auto_approves(policy, base_amount, advice):
+    if auto:
         assert policy.auto_approve is not None
         request = request.model_copy(update={
             "status": RequestStatus.APPROVED, "auto_approved": True, "steps": (),
@@ -289,7 +295,10 @@ def submit(cmd: Submit, *, request_id: int, policy: Policy, policy_version: str,
                                                 "base_amount": str(base_amount)}),
                 Notify(cmd.requester, Notice.APPROVED))
         return Outcome(request, tuple(out.effects))
-    request = _start_step(request, 0, policy, cmd.at, out, delegations or {})
+    if first is None:  # nobody may decide the first level: ended as a level that starts
+        request = _start_step(request, 0, policy, cmd.at, out, delegations or {})
+    else:
+        out.add(*first[1])
     return Outcome(request, tuple(out.effects))
 
 
@@ -300,14 +309,30 @@ def _auto_approves(policy: Policy, base_amount: Decimal, advice: Advice | None) 
     return advice is None or not advice.flags
 
 
+def _first_started(level: PlannedLevel, requester: str, policy: Policy, at: datetime,
+                   delegations: Delegations) -> tuple[Step, list[Effect]] | None:
+    """A new request's first level, started as :func:`_start_step` starts a level (nobody
+    decided anything yet), with its effects; ``None`` when nobody may decide it."""
+    try:
+        settled = settle_assignees(policy, level, requester=requester, earlier_deciders=())
+    except Unroutable:
+        return None
+    assignees, on_behalf, notes = _delegated(settled.assignees, delegations, at,
+                                             requester=requester, deciders=())
+    started = Step(index=0, level=level.name, reason=level.reason, listed=level.listed,
+                   status=StepStatus.PENDING, assignees=assignees, on_behalf=on_behalf,
+                   notes=(*settled.notes, *notes), started_at=at)
+    return started, _started_effects(0, assignees, policy, at)
+
+
 def _start_step(request: Request, index: int, policy: Policy, at: datetime,
                 out: _Builder, delegations: Delegations) -> Request:
     """Start level ``index``: settle who decides it, send cards, set its timers."""
     step = request.steps[index]
+    deciders = request.deciders
     try:
         settled = settle_assignees(
-            policy, _planned(step), requester=request.requester,
-            earlier_deciders=request.deciders)
+            policy, _planned(step), requester=request.requester, earlier_deciders=deciders)
     except Unroutable as exc:
         ended = request.with_step(
             step.model_copy(update={"status": StepStatus.CANCELLED}),
@@ -317,29 +342,38 @@ def _start_step(request: Request, index: int, policy: Policy, at: datetime,
                                            "unroutable": True, "reason": str(exc)}),
                 Notify(request.requester, Notice.REJECTED, index))
         return ended
-    assignees, on_behalf, notes = _delegated(settled.assignees, request, delegations, at)
+    assignees, on_behalf, notes = _delegated(settled.assignees, delegations, at,
+                                             requester=request.requester, deciders=deciders)
     started = step.model_copy(update={
         "status": StepStatus.PENDING, "assignees": assignees, "on_behalf": on_behalf,
         "notes": (*settled.notes, *notes), "started_at": at})
-    for user in assignees:  # the delegates of those who are away
-        out.add(SendCard(index, user))
-    if policy.reminders is not None:
-        out.add(SetTimer(TimerKind.REMIND, index, at + policy.reminders.after))
-    if policy.escalation is not None:
-        out.add(SetTimer(TimerKind.ESCALATE, index, at + policy.escalation.after))
+    out.add(*_started_effects(index, assignees, policy, at))
     return request.with_step(started, updated_at=at)
+
+
+def _started_effects(index: int, assignees: tuple[str, ...], policy: Policy,
+                     at: datetime) -> list[Effect]:
+    """A level starting: a card to each assignee (delegates of those away), its timers."""
+    effects: list[Effect] = [SendCard(index, user) for user in assignees]
+    if policy.reminders is not None:
+        effects.append(SetTimer(TimerKind.REMIND, index, at + policy.reminders.after))
+    if policy.escalation is not None:
+        effects.append(SetTimer(TimerKind.ESCALATE, index, at + policy.escalation.after))
+    return effects
 
 
 def _excluded(request: Request) -> set[str]:
     return {request.requester, *request.deciders}
 
 
-def _delegated(users: tuple[str, ...], request: Request, delegations: Delegations,
-               at: datetime) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
-    """``users`` with each away approver replaced by their delegate (where eligible)."""
+def _delegated(users: tuple[str, ...], delegations: Delegations, at: datetime, *,
+               requester: str, deciders: tuple[str, ...]
+               ) -> tuple[tuple[str, ...], dict[str, str], list[str]]:
+    """``users`` with each away approver replaced by their delegate (where eligible: not
+    the requester, nor anyone in ``deciders``)."""
     if not delegations:  # nobody is away: what the loop below gives then
         return tuple(dict.fromkeys(users)), {}, []
-    excluded = _excluded(request)
+    excluded = {requester, *deciders}
     out: list[str] = []
     on_behalf: dict[str, str] = {}
     notes: list[str] = []

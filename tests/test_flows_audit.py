@@ -129,7 +129,7 @@ values = st.recursive(
     max_leaves=20)
 datas = st.one_of(st.dictionaries(keys, values, max_size=6),
                   st.dictionaries(mixed_keys, values, max_size=4))
-THOROUGH = settings(max_examples=2000, deadline=None,
+THOROUGH = settings(max_examples=800, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

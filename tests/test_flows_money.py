@@ -37,7 +37,7 @@ amounts = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(amount=amounts, currency=st.sampled_from(CURRENCIES))
 def test_every_amount_is_written_as_babel_writes_it(amount: Decimal | int,
                                                    currency: str) -> None:

@@ -51,7 +51,7 @@ def _compile(source: str, flags: int = 0) -> re.Pattern[str] | None:
         return None
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(source=patterns, flags=st.sampled_from([0, 0, 0, re.MULTILINE, re.IGNORECASE,
                                                 re.DOTALL]),
        samples=st.lists(texts, min_size=1, max_size=6), pos=st.integers(0, 3))

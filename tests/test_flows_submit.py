@@ -34,7 +34,7 @@ from flows.machine import (
     validate_submission,
 )
 from flows.model import Advice, Flag, Request, RequestStatus, Step, StepStatus
-from flows.policy import Policy
+from flows.policy import Policy, parse_policy
 from flows.routing import PlannedLevel, plan_route, settle_assignees
 from tests.test_machine_properties import POLICIES, REQUESTERS, T0, amounts
 
@@ -164,6 +164,19 @@ def _result(cmd: Submit, fn: Any, **kwargs: Any) -> Any:
 
 
 PEOPLE = ["U_ALICE", "U_BOB", "U_CAROL", "U_FIN1", "U_FIN2", "U_DIR", "U_CEO", "U_EVE"]
+# a first level of listed approvers: the requester among them, or alone with nobody above
+LISTED_FIRST = parse_policy("""\
+version: 1
+currency: USD
+directory:
+  U_ALICE: {manager: U_BOB}
+  U_FIN2: {manager: U_CEO}
+levels:
+  - {name: Finance, approvers: [U_FIN1]}
+  - {name: Pair, over: 500, approvers: [U_FIN1, U_FIN2]}
+  - {name: Manager, over: 2000, approvers: manager}
+reminders: {after: 1h, every: 1h}
+""")
 delegations = st.dictionaries(
     st.sampled_from(PEOPLE),
     st.builds(Delegation, delegate=st.sampled_from(PEOPLE),
@@ -182,8 +195,9 @@ words = st.sampled_from(["", " ", "Acme", " Acme Inc. ", "ENG-001", "  Laptops f
 purposes = st.sampled_from(["Laptops for the team", "  Monitors for the lab  ", "Acme", " "])
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(policy=st.sampled_from(POLICIES), requester=st.sampled_from([*REQUESTERS, "U_EVE"]),
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policy=st.sampled_from([*POLICIES, LISTED_FIRST]),
+       requester=st.sampled_from([*REQUESTERS, "U_EVE"]),
        amount=st.one_of(amounts, st.sampled_from([Decimal(0), Decimal("-5"), Decimal("1.005"),
                                                   Decimal("1E+13")])),
        currency=st.sampled_from(["USD", "USD", "EUR", "GBP", "JPY"]), advice=advices,

@@ -160,7 +160,7 @@ pieces = st.one_of(st.sampled_from(VOCABULARY), st.sampled_from(VOCABULARY).map(
                    st.sampled_from(VOCABULARY).map(str.title), st.sampled_from(NOISE),
                    st.text(max_size=4))
 texts = st.lists(pieces, max_size=14).map("".join)
-THOROUGH = settings(max_examples=1500, deadline=None,
+THOROUGH = settings(max_examples=1000, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -38,6 +38,12 @@ NOTICE_EVENT = "approvals_notice"
 BATCH = 50
 CONCURRENCY = 8
 HOME_REPUBLISH = 3  # publishes of one Home in a row while it keeps changing under us
+# Slack takes about 100 views.publish a minute per workspace (rate limit tier 4): App Home
+# refreshes go out at most this often, those waiting longest first; a burst of changes
+# to hundreds of people's Homes is published over the following minutes instead of
+# being refused (429) and taking cards' turns meanwhile.
+HOME_PUBLISHES_PER_MINUTE = 90.0
+HOME_BURST = 15  # publishes that may go out at once after a quiet spell
 # Slack errors that no retry can fix: the row goes to dead letters at once.
 PERMANENT = frozenset({
     "invalid_auth", "not_authed", "account_inactive", "token_revoked", "missing_scope",
@@ -53,6 +59,29 @@ CARD_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_
 
 class Permanent(Exception):
     """A delivery that can never succeed (bad data, missing scope, unknown user)."""
+
+
+class HomeBudget:
+    """How many App Homes may be published now: a token bucket refilled at
+    ``per_minute``, holding at most ``burst``."""
+
+    def __init__(self, *, per_minute: float = HOME_PUBLISHES_PER_MINUTE,
+                 burst: int = HOME_BURST) -> None:
+        self.per_second = per_minute / 60
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at: datetime | None = None
+
+    def available(self, now: datetime) -> int:
+        if self._at is not None:
+            elapsed = max(0.0, (now - self._at).total_seconds())
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.per_second)
+        self._at = now
+        return max(0, int(self._tokens))
+
+    def spend(self, count: int) -> None:
+        """``count`` publishes went out (may go below zero: one opened by a person)."""
+        self._tokens -= count
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +100,14 @@ class _Known:
 
 class Deliverer:
     def __init__(self, *, store: Store, client: AsyncWebClient, clock: Clock,
-                 lease_seconds: float = 30.0, only_publisher: bool = False) -> None:
+                 lease_seconds: float = 30.0, only_publisher: bool = False,
+                 homes_per_minute: float = HOME_PUBLISHES_PER_MINUTE) -> None:
         """``only_publisher``: no other process publishes App Homes (one process on
         SQLite), so a Home need not be read again after its publish (see
-        :meth:`publish_home`)."""
+        :meth:`publish_home`). ``homes_per_minute``: App Home refreshes published at
+        most (:class:`HomeBudget`)."""
         self.store = store
+        self.homes = HomeBudget(per_minute=homes_per_minute)
         self.only_publisher = only_publisher
         # publishes of one person's Home in this process, one at a time (by hash of user)
         self._home_locks = [asyncio.Lock() for _ in range(64)]
@@ -92,11 +124,14 @@ class Deliverer:
         handled = 0
         async with self._lock:
             for _ in range(max_rounds):
-                items = await self.store.claim_outbox(self.clock.now(), limit=BATCH,
-                                                      lease_seconds=self.lease_seconds,
-                                                      homes=homes)
+                now = self.clock.now()
+                items = await self.store.claim_outbox(
+                    now, limit=BATCH, lease_seconds=self.lease_seconds,
+                    homes=self.homes.available(now) if homes else False)
                 if not items:
                     break
+                self.homes.spend(len({str(i.payload["user"]) for i in items
+                                      if i.kind == "home"}))
                 handled += len(items)
                 await self._deliver_batch(items)
         return handled

@@ -110,6 +110,7 @@ class Runtime:
         self.deliverer = Deliverer(store=self.store, client=self.outbox_client,
                                    clock=self.clock,
                                    lease_seconds=settings.outbox_lease_seconds,
+                                   homes_per_minute=settings.home_publishes_per_minute,
                                    # SQLite is for one process (docs/DEPLOYMENT.md)
                                    only_publisher=self.db.sqlite)
         self.part: Part = "all"

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # all the changes in that time rather than once per change.
     home_refresh_seconds: float = Field(default=2.0, ge=0, le=60,
                                         alias="APPROVALS_HOME_REFRESH_SECONDS")
+    # App Home refreshes published at most, a minute: Slack takes about 100 views.publish
+    # a minute per workspace. A Home someone opens is published at once regardless.
+    home_publishes_per_minute: float = Field(default=90.0, gt=0, le=6000,
+                                             alias="APPROVALS_HOME_PUBLISHES_PER_MINUTE")
     # Submissions acknowledged but not yet created beyond which new acknowledgements are
     # held back (at most 1.5 s): a burst is absorbed with cards about a second behind.
     intake_backlog: int = Field(default=100, ge=0, alias="APPROVALS_INTAKE_BACKLOG")

@@ -1163,20 +1163,26 @@ class Store:
     # ------------------------------------------------------------------ outbox
 
     async def claim_outbox(self, now: datetime, *, limit: int = 50,
-                           lease_seconds: float = 30, homes: bool = True) -> list[OutboxItem]:
+                           lease_seconds: float = 30, homes: bool | int = True
+                           ) -> list[OutboxItem]:
         """Take up to ``limit`` due messages; others skip them until the lease runs out.
 
         Messages to people come first. App Home refreshes fill what room is left (unless
-        not ``homes``), and a person's are claimed all together: one publish, made after
-        they were committed, shows everything each of them was queued for.
+        not ``homes``; a number: of that many people at most, those waiting longest), and a
+        person's are claimed all together: one publish, made after they were committed,
+        shows everything each of them was queued for.
         """
         async with self.db.write(urgent=True) as session:
             sql = await self._sql(session)
             rows = await sql.rows(self._claim_people, (now, limit))
-            if homes and len(rows) < limit:
-                people = sorted({p for p, in await sql.rows(
+            room = limit - len(rows)
+            if homes is not True:
+                room = min(room, int(homes))
+            if room > 0:
+                people = [p for p, in await sql.rows(
                     "SELECT payload FROM outbox WHERE status = 'pending' AND kind = 'home' "
-                    "AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit - len(rows)))})
+                    "AND next_attempt_at <= ? GROUP BY payload ORDER BY min(id) LIMIT ?",
+                    (now, room))]
                 if people:
                     # with all their later ones, due or not: the publish shows those too,
                     # so a busy person's Home goes out at most once per home_delay. Not

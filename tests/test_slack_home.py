@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
+from bot.delivery import HOME_BURST, HomeBudget
 from bot.ids import ActionId, CallbackId, StepValue
 from bot.standin import signing
 from bot.standin.workspace import Workspace, has_buttons
 from flows.model import RequestStatus, StepStatus
+from tests.conftest import T0
 from tests.slack_support import (
+    POLICY,
     ack_text,
     block_text,
     click_in_home,
@@ -294,3 +298,46 @@ async def test_answers_that_echo_what_was_typed_escape_it(ws: Workspace, typed: 
     assert "<" not in answer and ">" not in answer, answer  # no mention, link or ping
     assert not _BARE_AMP.search(answer), answer
     assert await ws.runtime.store.get(1) is None
+
+
+# --------------------------------------------------------------------------- Slack's limit
+
+
+def test_the_home_budget_refills_at_its_rate_up_to_its_burst() -> None:
+    budget = HomeBudget(per_minute=90, burst=15)
+    assert budget.available(T0) == 15
+    budget.spend(15)
+    assert budget.available(T0) == 0
+    assert budget.available(T0 + timedelta(seconds=2)) == 3, "1.5 a second"
+    budget.spend(4)  # one more than it had: a Home someone opened
+    assert budget.available(T0 + timedelta(seconds=2)) == 0
+    assert budget.available(T0 + timedelta(seconds=60)) == 15, "never more than the burst"
+
+
+async def test_a_burst_of_changes_publishes_homes_within_slacks_rate_oldest_first() -> None:
+    """Slack takes about 100 views.publish a minute per workspace: forty people's Homes
+    changed at once go out over the next half minute, the longest waiting first, and
+    every one of them shows the change in the end."""
+    alice = "  U_ALICE: {manager: U_BOB}\n"
+    policy = POLICY.replace(alice, alice + "".join(
+        f"  U_R{n:02d}: {{manager: U_BOB}}\n" for n in range(40)))
+    async with Workspace(policy_text=policy) as ws:
+        for n in range(40):
+            await ws.send(signing.slash_command(
+                ws.secret, text=f"$2,{n:03d} Monitor number {n} for the design team",
+                user_id=f"U_R{n:02d}", response_url=ws.slack.response_url()))
+            ws.clock.advance(timedelta(milliseconds=10))
+        await ws.settle()
+        people = {f"U_R{n:02d}" for n in range(40)} | {"U_BOB"}
+        first = {c.params["user_id"] for c in ws.slack.calls("views.publish")}
+        assert len(first) == HOME_BURST, "a burst's worth at once, no more"
+        assert "U_R00" in first and "U_R39" not in first, "those waiting longest first"
+        assert len(ws.cards_of("U_BOB")) == 40, "cards are not held back"
+        for _ in range(20):
+            ws.clock.advance(timedelta(seconds=2))
+            await ws.settle()
+        published = [c for c in ws.slack.calls("views.publish")]
+        assert {c.params["user_id"] for c in published} == people
+        assert len(published) == len(people), "each Home once"
+        assert "Waiting for you (40)" in home(ws, "U_BOB")
+        assert "Your requests (1)" in home(ws, "U_R39")

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import (
     Executable,
     Row,
@@ -416,10 +417,9 @@ class Store:
                                              policy_version=version,
                                              delegations=delegations).request
                               if delegations else arrival.draft)
-                rows.append((cmd.requester, json.dumps({"command": cmd.model_dump(mode="json"),
-                                                         "policy": version,
-                                                         "receipt": arrival.receipt}),
-                             cmd.at, cmd.at))
+                rows.append((cmd.requester, orjson.dumps({
+                    "command": cmd.model_dump(mode="json"), "policy": version,
+                    "receipt": arrival.receipt}).decode(), cmd.at, cmd.at))
             numbers = await sql.insert_ids(
                 "INSERT INTO intake (requester, payload, received_at, attempts, "
                 "next_attempt_at) VALUES (?, ?, ?, 0, ?)", rows)
@@ -622,7 +622,7 @@ class Store:
                        delegations: dict[str, Delegation] | None = None) -> Outcome:
         """Create the request ``row`` stands for (``writes``: the caller deletes the row
         and flushes the writes; otherwise both happen here)."""
-        data = json.loads(row.payload)
+        data = orjson.loads(row.payload)
         cmd = Submit.model_validate(data["command"])
         policy = await self._load_policy(session, data["policy"])
         outcome = await self._create(session, cmd, policy=policy, request_id=row.id,
@@ -1197,7 +1197,7 @@ class Store:
             lease = now + timedelta(seconds=lease_seconds)
             await sql.many("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? "
                            "WHERE id = ?", [(lease, r[0]) for r in rows])
-            items = [OutboxItem(int(i), r, str(k), json.loads(p), int(a) + 1, sql.time(c))
+            items = [OutboxItem(int(i), r, str(k), orjson.loads(p), int(a) + 1, sql.time(c))
                      for i, r, k, p, a, c in rows]
         return items
 

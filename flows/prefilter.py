@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise, product
 from typing import Any
 
@@ -53,7 +53,12 @@ _WORD = re.compile(r"[^\W_]+")
 
 def words_of(text: str) -> frozenset[str]:
     """The text's alphanumeric runs: what :meth:`Prefilter.search` looks words up in."""
+    if text.isascii():  # the same runs, found quicker
+        return frozenset(text.translate(_ASCII_SEPARATORS).split())
     return frozenset(_WORD.findall(text))
+
+
+_ASCII_SEPARATORS = {c: " " for c in range(128) if not chr(c).isalnum()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,17 +120,17 @@ def prefilter(pattern: re.Pattern[str], *, common: Iterable[str] = ()) -> Prefil
         return Prefilter(Gate.of(pattern, None), ())
     whole = Gate.of(pattern, analysis.need(parsed, left=False, right=False))
     sources = _alternatives(pattern)
-    if sources is None or not _is_branch(parsed, len(sources)) or _refers(parsed):
+    if (sources is None or not _is_branch(parsed, len(sources))
+            or (pattern.groups and _refers(parsed))):
         return Prefilter(whole, ())  # (a)|(b)\1 cut in two would make \1 mean (b)
     alternatives: list[Gate] = []
-    for source in sources:
+    for source, items in zip(sources, parsed[0][1][1], strict=True):
         try:
             alternative = re.compile(source, pattern.flags)
         except re.error:  # e.g. a back reference to a group of another alternative
             return Prefilter(whole, ())
-        items = _parse(alternative)
-        alternatives.append(Gate.of(alternative, None if items is None else analysis.need(
-            items, left=False, right=False)))
+        alternatives.append(Gate.of(alternative, analysis.need(list(items), left=False,
+                                                               right=False)))
     return Prefilter(whole, tuple(alternatives))
 
 
@@ -269,45 +274,6 @@ def _charset(items: Sequence[Item]) -> _Info:
     return _Info(lang, False, closing, closing)
 
 
-def _info(item: Item) -> _Info:
-    op, arg = item
-    name = str(op)
-    if name == "LITERAL":
-        char = chr(arg)
-        if char == _MARK:  # a real U+E000 in the text: not to be taken for the marker
-            return _Info(None, False, True, True)
-        return _Info(frozenset({char}), False, _closing(char), _closing(char))
-    if name == "IN":
-        return _charset(arg)
-    if name in {"ANY", "NOT_LITERAL"}:
-        return _Info(None, False, False, False)
-    if name == "AT":
-        return _Info(frozenset({_MARK}), False, True, True) if str(arg) in _CLOSING_AT \
-            else _ZERO
-    if name in {"ASSERT", "ASSERT_NOT"}:
-        return _ZERO  # zero-width and neutral: the characters around it decide
-    if name == "SUBPATTERN":
-        _group, add_flags, del_flags, sub = arg
-        return _UNKNOWN if add_flags or del_flags else _seq_info(list(sub))
-    if name == "ATOMIC_GROUP":
-        return _seq_info(list(arg))
-    if name == "BRANCH":
-        alts = [_seq_info(list(alt)) for alt in arg[1]]
-        langs = [a.lang for a in alts]
-        lang: frozenset[str] | None = None
-        if all(x is not None for x in langs):
-            union = frozenset().union(*(x for x in langs if x is not None))
-            lang = union if len(union) <= _CAP else None
-        return _Info(lang, any(a.empty for a in alts), all(a.first for a in alts),
-                     all(a.last for a in alts))
-    if name in _REPEATS:
-        low, high, sub = arg
-        inner = _seq_info(list(sub))
-        return _Info(_power(inner.lang, low, high), low == 0 or inner.empty, inner.first,
-                     inner.last)
-    return _UNKNOWN  # back references, conditionals, anything new
-
-
 def _power(lang: frozenset[str] | None, low: int, high: int) -> frozenset[str] | None:
     if lang is None or high > 8:
         return None
@@ -324,15 +290,6 @@ def _power(lang: frozenset[str] | None, low: int, high: int) -> frozenset[str] |
     return frozenset(out)
 
 
-def _seq_info(items: list[Item]) -> _Info:
-    infos = [_info(item) for item in items]
-    lang: frozenset[str] | None = frozenset({""})
-    for info in infos:
-        lang = _concat(lang, info.lang)
-    return _Info(lang, all(i.empty for i in infos), _starts_closing(infos),
-                 _starts_closing(infos[::-1], last=True))
-
-
 def _starts_closing(infos: Sequence[_Info], *, last: bool = False) -> bool:
     for info in infos:
         if not (info.last if last else info.first):
@@ -345,11 +302,66 @@ def _starts_closing(infos: Sequence[_Info], *, last: bool = False) -> bool:
 @dataclass(slots=True)
 class _Analysis:
     common: frozenset[str]
+    infos: dict[int, _Info] = field(default_factory=dict)  # by id() of a parse's item
+
+    def info(self, item: Item) -> _Info:
+        """What ``item`` can match, context-free (worked out once per item of a parse)."""
+        known = self.infos.get(id(item))
+        if known is None:
+            known = self.infos[id(item)] = self._info(item)
+        return known
+
+    def _info(self, item: Item) -> _Info:
+        op, arg = item
+        name = str(op)
+        if name == "LITERAL":
+            char = chr(arg)
+            if char == _MARK:  # a real U+E000 in the text: not to be taken for the marker
+                return _Info(None, False, True, True)
+            return _Info(frozenset({char}), False, _closing(char), _closing(char))
+        if name == "IN":
+            return _charset(arg)
+        if name in {"ANY", "NOT_LITERAL"}:
+            return _Info(None, False, False, False)
+        if name == "AT":
+            return _Info(frozenset({_MARK}), False, True, True) if str(arg) in _CLOSING_AT \
+                else _ZERO
+        if name in {"ASSERT", "ASSERT_NOT"}:
+            return _ZERO  # zero-width and neutral: the characters around it decide
+        if name == "SUBPATTERN":
+            _group, add_flags, del_flags, sub = arg
+            return _UNKNOWN if add_flags or del_flags else self.seq_info(list(sub))
+        if name == "ATOMIC_GROUP":
+            return self.seq_info(list(arg))
+        if name == "BRANCH":
+            alts = [self.seq_info(list(alt)) for alt in arg[1]]
+            langs = [a.lang for a in alts]
+            lang: frozenset[str] | None = None
+            if all(x is not None for x in langs):
+                union = frozenset().union(*(x for x in langs if x is not None))
+                lang = union if len(union) <= _CAP else None
+            return _Info(lang, any(a.empty for a in alts), all(a.first for a in alts),
+                         all(a.last for a in alts))
+        if name in _REPEATS:
+            low, high, sub = arg
+            inner = self.seq_info(list(sub))
+            return _Info(_power(inner.lang, low, high), low == 0 or inner.empty, inner.first,
+                         inner.last)
+        return _UNKNOWN  # back references, conditionals, anything new
+
+    def seq_info(self, items: list[Item]) -> _Info:
+        infos = [self.info(item) for item in items]
+        lang: frozenset[str] | None = frozenset({""})
+        for info in infos:
+            lang = _concat(lang, info.lang)
+        return _Info(lang, all(i.empty for i in infos), _starts_closing(infos),
+                     _starts_closing(infos[::-1], last=True))
+
 
     def need(self, items: list[Item], *, left: bool, right: bool) -> _Need | None:
         """What every match of the sequence ``items`` contains; ``left``/``right``: the
         characters just outside a match are known not to be alphanumeric."""
-        infos = [_info(item) for item in items]
+        infos = [self.info(item) for item in items]
         count = len(infos)
         before = [left] * (count + 1)  # before[i]: closed just before element i
         for i, info in enumerate(infos):
@@ -401,7 +413,7 @@ class _Analysis:
             low, high, sub = arg
             if low < 1:
                 return None
-            inner = _seq_info(list(sub))
+            inner = self.seq_info(list(sub))
             # the first round is followed by the next round's start, or by what follows
             return self.need(list(sub), left=left,
                              right=right if high == 1 else right and inner.first)

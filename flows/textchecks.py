@@ -460,6 +460,7 @@ def _mashed(word: str) -> bool:
 
 _VOWELS = frozenset("aeiouy")
 _JOINERS = re.compile(r"[-']")
+_STOP_OR_VAGUE = _STOP | _VAGUE
 
 
 def justification(purpose: str) -> Justification:
@@ -477,14 +478,11 @@ def _justification(text: str) -> Justification:
             else:
                 content.extend(run[i:i + 2] for i in range(0, len(run), 2))
         text = _CJK.sub(" ", text)
-    for token in _TOKEN.findall(text):
-        word = token.strip("'’-")
-        if not why and (word in _WHY or (("-" in word or "'" in word)
-                                          and not _WHY.isdisjoint(_JOINERS.split(word)))):
-            why = True
-        if len(word) < 2 or word in _STOP or word in _VAGUE or _mashed(word):
-            continue
-        content.append(word)
+    # a token starts with a letter and ends with a word character: no "'’-" to strip
+    words = _TOKEN.findall(text)
+    why = why or not _WHY.isdisjoint(words) or any(
+        not _WHY.isdisjoint(_JOINERS.split(w)) for w in words if "-" in w or "'" in w)
+    content += [w for w in words if len(w) > 1 and w not in _STOP_OR_VAGUE and not _mashed(w)]
     return Justification(tuple(content), why)
 
 

@@ -68,6 +68,12 @@ def test_prefiltered_search_is_the_search(source: str, flags: int, samples: list
             expected and (expected.span(), expected.group())), (source, text)
 
 
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(texts, st.text(), st.text(alphabet=st.characters(max_codepoint=127))))
+def test_the_words_of_a_text_are_its_alphanumeric_runs(text: str) -> None:
+    assert words_of(text) == frozenset(re.findall(r"[^\W_]+", text))
+
+
 @pytest.mark.parametrize(("source", "words", "fragments"), [
     (r"\b(?:ignore|forget)[\W_]+(?:all[\W_]+)?rules\b", {"rules"}, set()),
     (r"\bsystem\s*:", {"system"}, set()),

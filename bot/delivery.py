@@ -35,8 +35,8 @@ log = logging.getLogger("approvals.delivery")
 MAX_ATTEMPTS = 10
 CARD_EVENT = "approval_card"  # message metadata event types of what the bot posts
 NOTICE_EVENT = "approvals_notice"
-BATCH = 50
-CONCURRENCY = 8
+BATCH = 100  # messages claimed per round: one claim and one record for all of them
+CONCURRENCY = 16  # calls to Slack in flight at once (each to another person's DM)
 HOME_REPUBLISH = 3  # publishes of one Home in a row while it keeps changing under us
 # Slack takes about 100 views.publish a minute per workspace (rate limit tier 4): App Home
 # refreshes go out at most this often, those waiting longest first; a burst of changes

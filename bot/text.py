@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from itertools import pairwise
 
 ELLIPSIS = "…"
@@ -82,8 +83,10 @@ def plain_when(moment: datetime) -> str:
     return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
 
 
+@lru_cache(maxsize=1024)
 def when(moment: datetime) -> str:
-    """A time Slack shows in each reader's own time zone, with a UTC fallback."""
+    """A time Slack shows in each reader's own time zone, with a UTC fallback (cached: a
+    card shows its request's times, the same on every copy and every update)."""
     stamp = int(_utc(moment).timestamp())
     return f"<!date^{stamp}^{{date_short_pretty}} at {{time}}|{plain_when(moment)}>"
 

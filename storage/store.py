@@ -89,7 +89,7 @@ MAX_ATTEMPTS = 8  # versions that moved under us in a row before giving up
 SAME_VENDOR_MAX = 1000  # one requester's requests to one vendor in 30 days, read at most
 
 UNKNOWN_STEP = "This card is out of date: the approval step it was for no longer exists."
-INTAKE_BATCH = 16  # requests created, or clicks decided, per transaction at most (SQLite)
+INTAKE_BATCH = 32  # requests created, or clicks decided, per transaction at most (SQLite)
 # ... and for at most this long (seconds of work inside the transaction): SQLite has one
 # writer at a time, and the server's writes (submissions and clicks, recorded before they
 # are acknowledged) wait for the worker's. Many per commit when each is quick, few when not;

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -117,6 +117,10 @@ class _Writes:
     the column order of its ``_INSERT_...`` statement)."""
 
     requests: list[tuple[Any, ...]] = field(default_factory=list)
+    # a batch prepared outside the write transaction: its requests to each (requester,
+    # vendor key) so far, which the advisor's history adds to what it reads (None: the
+    # requests are written before the history is read instead)
+    pending: dict[tuple[str, str], list[Past]] | None = None
     assignments: list[tuple[Any, ...]] = field(default_factory=list)
     audits: list[tuple[str | None, str, str, dict[str, Any], datetime]] = field(
         default_factory=list)
@@ -346,6 +350,10 @@ class Store:
                request.model_dump_json())
         if writes is not None:
             writes.requests.append(row)
+            key = row[4]  # vendor_key
+            if writes.pending is not None and key is not None:
+                writes.pending.setdefault((request.requester, key), []).append(Past(
+                    request.id, request.base_amount, request.status, request.created_at))
         else:
             await (await self._sql(session)).many(_INSERT_REQUEST, [row])
         outcome = Outcome(request, planned.effects, planned.refusal)
@@ -549,14 +557,19 @@ class Store:
         request (or still fails after :data:`INTAKE_ATTEMPTS`) is removed and its
         requester is told by DM that nothing was created.
         """
-        taken = 0
+        taken: list[_Waiting] = []
         if not await self._any("intake"):
             return []  # no write transaction (on SQLite, the lock) for nothing
         try:
+            if self.db.sqlite:
+                prepared = await self._intake_prepared(now, limit, taken)
+                if prepared is not None:
+                    return prepared
+                taken.clear()  # stale: again, inside one transaction
             async with self.db.write() as session:
                 sql = await self._sql(session)
                 rows = await self._due_intake(sql, now, limit)
-                taken = len(rows)
+                taken += rows
                 if not self.db.sqlite:
                     for key in sorted({_lock_key(r.requester) for r in rows}):
                         await session.execute(select(func.pg_advisory_xact_lock(key)))
@@ -579,7 +592,7 @@ class Store:
         except Exception as exc:
             if _database_down(exc):
                 raise
-            if taken <= 1:
+            if len(taken) <= 1:
                 await self._intake_failed(now, exc)
                 # that row waits now: go on with the next ones (a bounded number of times)
                 return [] if limit <= 1 else await self.process_intake(now, limit=limit - 1)
@@ -599,6 +612,53 @@ class Store:
                 if _database_down(exc):
                     raise
                 await self._intake_failed(now, exc, number=number)
+        return outcomes
+
+    async def _intake_prepared(self, now: datetime, limit: int, taken: list[_Waiting]
+                               ) -> list[Outcome] | None:
+        """SQLite: a batch of the intake created with its work -- the advisor, routing,
+        documents, audit data, messages -- done in a read snapshot, before the write lock
+        is taken; the write transaction then only checks and inserts. SQLite has one
+        writer at a time, and the server's acknowledgements wait for it: the lock is held
+        for the inserts alone, a few ms instead of the whole batch's work.
+
+        ``None`` when the snapshot went stale meanwhile (another request was created, a
+        delegation changed, a submission was taken elsewhere): nothing is written, and the
+        caller creates the batch inside one transaction instead. ``taken``: the rows the
+        batch took, added as they are read (the caller's failure handling needs them).
+        """
+        writes = _Writes(pending={})
+        async with self.db.read() as session:
+            sql = await self._sql(session)
+            rows = await self._due_intake(sql, now, limit, lock=False)
+            taken += rows
+            if not rows:
+                return []
+            (newest,), = await sql.rows(_NEWEST_REQUEST)
+            since = min(r.received_at for r in rows)
+            delegations = await self._delegations(session, since)
+            started = time.perf_counter()
+            outcomes = []
+            for waiting in rows:  # the rest, if the budget runs out, in the next one
+                outcomes.append(await self._process(session, waiting, writes=writes,
+                                                    delegations=delegations))
+                if time.perf_counter() - started >= CREATE_BUDGET:
+                    break
+        ids = [o.request.id for o in outcomes]
+        try:
+            async with self.db.write() as session:
+                sql = await self._sql(session)
+                if ((await sql.rows(_NEWEST_REQUEST))[0][0] != newest
+                        or await self._delegations(session, since) != delegations):
+                    raise _Stale
+                gone = await sql.run(
+                    f"DELETE FROM intake WHERE id IN ({_marks(len(ids))})",  # noqa: S608
+                    ids)
+                if gone != len(ids):
+                    raise _Stale  # rolled back: created by someone else meanwhile
+                await self._flush(session, writes)
+        except _Stale:
+            return None
         return outcomes
 
     async def _due_intake(self, sql: Sql, now: datetime, limit: int, *, lock: bool = True,
@@ -668,10 +728,16 @@ class Store:
         assert self.advisor is not None
         draft = Draft.of(cmd, policy)
         query = advising.history_query(draft, policy)
-        if writes is not None and writes.requests and history_statements(query):
+        if (writes is not None and writes.requests and writes.pending is None
+                and history_statements(query)):
             await (await self._sql(session)).many(_INSERT_REQUEST, writes.requests)
             writes.requests.clear()
         history = await self.history(session, query)
+        if writes is not None and writes.pending and query.vendor_key is not None:
+            earlier = [p for p in writes.pending.get((query.requester, query.vendor_key), [])
+                       if p.created_at >= query.since]
+            if earlier:
+                history = replace(history, same_vendor=(*history.same_vendor, *earlier))
         try:
             return self.advisor(draft, history, policy), policy
         except Exception:
@@ -1340,6 +1406,10 @@ class Store:
         return verify((_entry(r) for r in rows), head=head)
 
 
+class _Stale(Exception):
+    """A batch prepared in a snapshot found the database changed when it came to write."""
+
+
 def _database_down(exc: BaseException) -> bool:
     """Not the submission's fault: the database did not answer (the tick tries again)."""
     return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
@@ -1430,6 +1500,7 @@ _INSERT_OUTBOX = (
     "created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?)")
 _AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
 _LOAD_REQUEST = "SELECT doc, version, policy_hash FROM requests WHERE id = ?"
+_NEWEST_REQUEST = "SELECT max(id) FROM requests"
 _ANY = {"intake": "SELECT 1 FROM intake LIMIT 1", "clicks": "SELECT 1 FROM clicks LIMIT 1"}
 _COUNT = {"intake": "SELECT count(*) FROM intake", "clicks": "SELECT count(*) FROM clicks"}
 _INSERT_AUDIT = ("INSERT INTO audit (seq, request, event, actor, at, data, prev_hash, hash) "

@@ -483,3 +483,74 @@ async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it
         await _held_then_caught_up(ws, created, ahead=ahead, parked=parked)
     finally:
         await delivery.close()
+
+
+# ------------------------------------------------------------- SQLite: the work before the lock
+
+
+async def test_on_sqlite_a_batch_is_worked_out_before_the_write_lock(ws: Workspace) -> None:
+    """The advisor (and routing, documents, audit data) run in a read snapshot: the
+    write lock, which the server's acknowledgements wait for, is held for inserts only."""
+    store = ws.runtime.store
+    gate = store.db._write_gate
+    assert gate is not None  # the workspace runs on SQLite unless told otherwise
+    real = store.advisor
+    assert real is not None
+    held: list[bool] = []
+
+    def advisor(*args: Any) -> Any:
+        held.append(gate._held)
+        return real(*args)
+
+    store.advisor = advisor
+    for n in range(5):
+        await type_command(ws, "U_ALICE", f"€25,00{n} Desks for the new office")
+    await ws.settle()
+    assert held == [False] * 5
+    assert len(ws.cards_of("U_BOB")) == 5
+    assert await store.verify_audit() is None
+
+
+async def test_a_batch_whose_snapshot_went_stale_is_created_once_all_the_same(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request created between the snapshot and the write (here: one the server
+    approves at once, under the auto-approval limit) makes the prepared batch stale: it
+    is created again inside one transaction, each request once."""
+    store = ws.runtime.store
+    for text in ("€25,000 Desks for the new office", "€25,000 Desks for the new office"):
+        await type_command(ws, "U_ALICE", text)
+    real = store._intake_prepared
+    stale: list[bool] = []
+
+    async def racing(*args: Any) -> Any:
+        original = store.db.write
+
+        def write(**kwargs: Any) -> Any:  # another request lands just before the write
+            monkeypatch.setattr(store.db, "write", original)
+
+            class _Race:
+                async def __aenter__(self) -> Any:
+                    await type_command(ws, "U_ALICE", "$20 Printer paper for the office")
+                    self.inner = original(**kwargs)
+                    return await self.inner.__aenter__()
+
+                async def __aexit__(self, *exc: object) -> Any:
+                    return await self.inner.__aexit__(*exc)
+
+            return _Race()
+
+        monkeypatch.setattr(store.db, "write", write)
+        result = await real(*args)
+        stale.append(result is None)
+        return result
+
+    monkeypatch.setattr(store, "_intake_prepared", racing)
+    await ws.settle()
+    assert stale == [True]
+    assert await store.intake_waiting() == 0
+    first, second, paper = [await store.get(n) for n in (1, 2, 3)]
+    assert first is not None and second is not None and paper is not None
+    assert paper.auto_approved
+    assert len(ws.cards_of("U_BOB")) == 2
+    assert await store.verify_audit() is None
+    assert [await events_of(ws, n) for n in (1, 2)] == [["submitted", "card_sent"]] * 2

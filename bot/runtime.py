@@ -37,6 +37,7 @@ from flows.advisor import Opinion, rules_advice
 from flows.machine import Outcome
 from flows.model import Request, RequestStatus
 from flows.policy import Policy, load_policy
+from flows.textchecks import read_request
 from storage.db import Database
 from storage.store import Received, Store
 
@@ -147,6 +148,9 @@ class Runtime:
             await self._check_schema()
         await self.store.register_policy(self.policy, source=self.policy_source,
                                          at=self.clock.now())
+        # the advisor's text checks work out their prefilters on first use (0.1-0.2 s):
+        # now, rather than in the first request's time
+        read_request("Laptops for the new hires")
         if self._http is None:
             # One connection pool for every Slack call: slack_sdk otherwise opens a new
             # session, and a new connection, per call.

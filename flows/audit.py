@@ -108,6 +108,9 @@ class Entry:
     data: dict[str, Any]
     prev_hash: str
     hash: str
+    # the data's canonical JSON when this entry was just made ("" when read back): what
+    # storage keeps, without writing the data out a second time
+    data_json: str = ""
 
     def body(self) -> dict[str, Any]:
         return {"seq": self.seq, "request": self.request, "event": self.event,
@@ -134,8 +137,9 @@ def make_entry(*, seq: int, prev_hash: str, request: str | None, event: str, act
         clean = _decode(text, 0)[0]
         hashed = digest(prev_hash, {"seq": seq, "request": request, "event": event,
                                     "actor": actor, "at": stamp, "data": clean})
+        text = _encode(clean)
     return Entry(seq=seq, request=request, event=event, actor=actor, at=stamp,
-                 data=clean, prev_hash=prev_hash, hash=hashed)
+                 data=clean, prev_hash=prev_hash, hash=hashed, data_json=text)
 
 
 _encode_str = json.encoder.encode_basestring  # what the encoder writes a string with

@@ -1015,8 +1015,7 @@ class Store:
                                at=ats[position] if ats is not None else at, data=data)
             entries.append(entry)
             rows.append((entry.seq, entry.request, entry.event, entry.actor, entry.at,
-                         json.dumps(entry.data, sort_keys=True, ensure_ascii=False),
-                         entry.prev_hash, entry.hash))
+                         entry.data_json, entry.prev_hash, entry.hash))
             prev = entry.hash
         await sql.many(_INSERT_AUDIT, rows)
         await sql.run("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", (seq, prev))

@@ -78,7 +78,7 @@ def user_message(exc: BaseException) -> str:
     return "Something went wrong on our side and nothing was changed. Try again in a moment."
 
 
-async def _bounded(work: Awaitable[str]) -> str:
+async def bounded(work: Awaitable[str]) -> str:
     """``work``'s answer, or a clear one if it fails or is too slow to ack in time."""
     try:
         async with asyncio.timeout(ANSWER_WITHIN):
@@ -87,6 +87,23 @@ async def _bounded(work: Awaitable[str]) -> str:
         if not isinstance(exc, ApprovalsError):
             log.exception("a Slack request failed")
         return user_message(exc)
+
+
+async def create_request(runtime: Runtime, parsed: CreateRequest, user: str) -> str:
+    """``/purchase <amount> [<CUR>] <purpose>`` by ``user``: accepted (numbered, its first
+    approver named) or refused with the reason. What the Bolt listener and the fast path
+    for this command (:mod:`bot.fastpath`) both answer; wrap it in :func:`bounded`."""
+    try:
+        async with asyncio.timeout(CONFIRM_WITHIN):
+            received = await runtime.store.receive(Submit(
+                requester=user, amount=parsed.amount,
+                currency=parsed.currency or runtime.policy.currency,
+                purpose=parsed.purpose, at=runtime.clock.now()),
+                policy=runtime.policy, source=runtime.policy_source)
+    except TimeoutError:
+        return UNCONFIRMED  # its write may still land: never say "nothing changed"
+    runtime.received(received)
+    return cards.submitted_text(received.request)
 
 
 class _TokenGivenTwice(logging.Filter):
@@ -173,7 +190,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                 except Exception:
                     log.exception("could not tell %s the form did not open", user)
             return
-        answer = await _bounded(_answer(parsed, user))
+        answer = await bounded(_answer(parsed, user))
         await ack(text=answer)
         runtime.wake()
 
@@ -181,17 +198,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
         if isinstance(parsed, ShowHelp):
             return help_text()
         if isinstance(parsed, CreateRequest):
-            try:
-                async with asyncio.timeout(CONFIRM_WITHIN):
-                    received = await store.receive(Submit(
-                        requester=user, amount=parsed.amount,
-                        currency=parsed.currency or runtime.policy.currency,
-                        purpose=parsed.purpose, at=clock.now()),
-                        policy=runtime.policy, source=runtime.policy_source)
-            except TimeoutError:
-                return UNCONFIRMED  # its write may still land: never say "nothing changed"
-            runtime.received(received)
-            return cards.submitted_text(received.request)
+            return await create_request(runtime, parsed, user)
         if isinstance(parsed, ListRequests):
             return cards.list_text(await store.requests_of(user),
                                    await store.waiting_for(user))

@@ -25,8 +25,10 @@ from collections.abc import AsyncIterator, Iterator
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 
 from bot.app import build_app
+from bot.fastpath import InlinePurchase
 from bot.ids import EVENTS_PATH
 from bot.runtime import Runtime
 from bot.settings import ConfigError
@@ -40,10 +42,17 @@ STOP_WITHIN = 5.0
 UNAVAILABLE = {"status": "unavailable", "reason": "the database is not answering"}
 
 
-def build_web(runtime: Runtime, app: AsyncApp) -> web.Application:
-    """Slack's endpoint, through Bolt's aiohttp adapter, and the health check."""
+def build_web(runtime: Runtime, app: AsyncApp, *, fast_path: bool = True) -> web.Application:
+    """Slack's endpoint, through Bolt's aiohttp adapter (an inline ``/purchase`` through
+    :mod:`bot.fastpath` first, unless not ``fast_path``), and the health check."""
+    secret = runtime.settings.slack_signing_secret
+    fast = InlinePurchase(runtime, signing_secret=secret) if secret and fast_path else None
 
     async def events(request: web.Request) -> web.Response:
+        if fast is not None:
+            answer = await fast(await request.read(), request.headers)
+            if answer is not None:  # sent as Bolt sends an ack(text=...)
+                return await to_aiohttp_response(BoltResponse(status=200, body=answer))
         return await to_aiohttp_response(await app.async_dispatch(
             await to_bolt_request(request)))
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import TextClause, text
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage import sqlite_inline
@@ -81,6 +82,12 @@ class Sql(Protocol):
         ...
 
 
+def translated(exc: sqlite3.Error, sql: str, params: Any) -> StatementError:
+    """``exc`` as SQLAlchemy raises it (``OperationalError``, ``IntegrityError``...), so a
+    statement run here fails the way one run through a session does."""
+    return DBAPIError.instance(sql, params, exc, sqlite3.Error)
+
+
 class SqliteSql:
     """:class:`Sql` on a ``sqlite3`` connection whose transaction is already open."""
 
@@ -97,6 +104,8 @@ class SqliteSql:
         started = time.perf_counter()
         try:
             return self._conn.execute(sql, self._values(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise translated(exc, sql, params) from exc
         finally:
             sqlite_inline.database_time.seconds += time.perf_counter() - started
 
@@ -104,6 +113,8 @@ class SqliteSql:
         started = time.perf_counter()
         try:
             return self._conn.execute(sql, self._values(params)).rowcount
+        except sqlite3.Error as exc:
+            raise translated(exc, sql, params) from exc
         finally:
             sqlite_inline.database_time.seconds += time.perf_counter() - started
 
@@ -114,6 +125,8 @@ class SqliteSql:
         started = time.perf_counter()
         try:
             self._conn.executemany(sql, values)
+        except sqlite3.Error as exc:
+            raise translated(exc, sql, rows) from exc
         finally:
             sqlite_inline.database_time.seconds += time.perf_counter() - started
 
@@ -126,6 +139,8 @@ class SqliteSql:
                 cursor = self._conn.execute(sql, one)
                 ids.append(int(cursor.lastrowid or 0))
             return ids
+        except sqlite3.Error as exc:
+            raise translated(exc, sql, rows) from exc
         finally:
             sqlite_inline.database_time.seconds += time.perf_counter() - started
 

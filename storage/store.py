@@ -22,18 +22,13 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
-    Executable,
     Row,
     Select,
     Table,
     delete,
     func,
-    insert,
     select,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,7 +74,6 @@ from storage.tables import (
     DelegationRow,
     IntakeRow,
     OutboxRow,
-    PolicyRow,
     RequestRow,
     SlackEventRow,
     TimerRow,
@@ -253,23 +247,22 @@ class Store:
     async def register_policy(self, policy: Policy, *, source: str, at: datetime) -> str:
         """Keep ``policy`` as a version (its content hash); return the version."""
         version = self.version_of(policy)
-        async with self.db.write() as session:
-            await self._ensure_policy(session, policy, source=source, at=at)
+        async with self.db.write_sql() as sql:
+            await self._ensure_policy(sql, policy, source=source, at=at)
         return version
 
-    async def _ensure_policy(self, session: AsyncSession, policy: Policy, *,
-                             source: str | None, at: datetime) -> str:
+    async def _ensure_policy(self, sql: Sql, policy: Policy, *, source: str | None,
+                             at: datetime) -> str:
         """Store ``policy`` unless known (``source``: its YAML; default its JSON)."""
         version = self.version_of(policy)
         if version in self._policies:
             return version
-        if await session.get(PolicyRow, version) is None:
+        if not await sql.rows("SELECT 1 FROM policies WHERE hash = ?", (version,)):
             # one statement: processes starting together may all register it at once
             body = policy.canonical_json()
-            statement = (sqlite_insert(PolicyRow) if self.db.sqlite else pg_insert(PolicyRow)
-                         ).values(hash=version, body=body, source=source or body, created_at=at)
-            await session.execute(statement.on_conflict_do_nothing(
-                index_elements=[PolicyRow.hash]))
+            await sql.run("INSERT INTO policies (hash, body, source, created_at) "
+                          "VALUES (?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+                          (version, body, source or body, at))
         self._policies[version] = policy
         return version
 
@@ -278,17 +271,17 @@ class Store:
         cached = self._policies.get(version)
         if cached is not None:
             return cached
-        async with self.db.read() as session:
-            return await self._load_policy(session, version)
+        async with self.db.read_sql() as sql:
+            return await self._load_policy(sql, version)
 
-    async def _load_policy(self, session: AsyncSession, version: str) -> Policy:
+    async def _load_policy(self, sql: Sql, version: str) -> Policy:
         cached = self._policies.get(version)
         if cached is not None:
             return cached
-        row = await session.get(PolicyRow, version)
-        if row is None:
+        found = await sql.rows("SELECT body FROM policies WHERE hash = ?", (version,))
+        if not found:
             raise LookupError(f"policy version {version} is not in the database")
-        policy = Policy.model_validate_json(row.body)
+        policy = Policy.model_validate_json(found[0][0])
         self._policies[version] = policy
         return policy
 
@@ -304,27 +297,24 @@ class Store:
         # Validate and route before opening a write transaction: a refusal costs no lock.
         version = self.version_of(policy)
         machine.submit(cmd, request_id=0, policy=policy, policy_version=version)
-        async with self.db.write() as session:
-            request_id = await self._allocate(session)
-            return await self._create(session, cmd, policy=policy, request_id=request_id,
+        async with self.db.write_sql() as sql:
+            request_id = await self._allocate(sql)
+            return await self._create(sql, cmd, policy=policy, request_id=request_id,
                                       advice=advice, source=source, receipt=receipt)
 
-    async def _allocate(self, session: AsyncSession) -> int:
+    async def _allocate(self, sql: Sql) -> int:
         """A new request number from the intake's sequence (never reused)."""
-        table = _table(IntakeRow)
         at = datetime.now(UTC)
-        number = (await session.execute(
-            insert(table).values(requester="", payload="", received_at=at, attempts=0,
-                                 next_attempt_at=at).returning(table.c.id))).scalar_one()
-        await session.execute(delete(table).where(table.c.id == number))
-        return int(number)
+        number, = await sql.insert_ids(_INSERT_INTAKE, [("", "", at, at)])
+        await sql.run("DELETE FROM intake WHERE id = ?", (number,))
+        return number
 
-    async def _create(self, session: AsyncSession, cmd: Submit, *, policy: Policy,
+    async def _create(self, sql: Sql, cmd: Submit, *, policy: Policy,
                       request_id: int, advice: Advice | None = None,
                       source: str | None = None, receipt: bool = False,
                       delegations: dict[str, Delegation] | None = None,
                       writes: _Writes | None = None) -> Outcome:
-        """Advise, route and write request ``request_id`` inside ``session``.
+        """Advise, route and write request ``request_id`` in ``sql``'s transaction.
 
         ``delegations``: those in force, if already read (any that ended by ``cmd.at`` are
         left out here); ``writes``: collect the rows that go with the request (assignment,
@@ -332,15 +322,15 @@ class Store:
         version = self.version_of(policy)
         route_policy = policy
         if advice is None and self.advisor is not None:
-            advice, route_policy = await self._advise(session, cmd, policy, writes=writes)
+            advice, route_policy = await self._advise(sql, cmd, policy, writes=writes)
         if delegations is None:
-            delegations = await self._delegations(session, cmd.at)
+            delegations = await self._delegations(sql, cmd.at)
         else:
             delegations = {k: d for k, d in delegations.items() if d.until > cmd.at}
         planned = machine.submit(cmd, request_id=request_id, policy=route_policy,
                                  policy_version=version, advice=advice,
                                  delegations=delegations)
-        version = await self._ensure_policy(session, policy, source=source, at=cmd.at)
+        version = await self._ensure_policy(sql, policy, source=source, at=cmd.at)
         request = planned.request
         # inserted as it is: the request, its document and version 1 (with a batch's
         # other rows when ``writes`` collects them)
@@ -355,9 +345,9 @@ class Store:
                 writes.pending.setdefault((request.requester, key), []).append(Past(
                     request.id, request.base_amount, request.status, request.created_at))
         else:
-            await (await self._sql(session)).many(_INSERT_REQUEST, [row])
+            await sql.many(_INSERT_REQUEST, [row])
         outcome = Outcome(request, planned.effects, planned.refusal)
-        await self._save(session, 0, outcome, at=cmd.at, created=True, inserted=True,
+        await self._save(sql, 0, outcome, at=cmd.at, created=True, inserted=True,
                          writes=writes)
         if receipt:
             message = _outbox_values(request.id, "receipt", {"user": request.requester},
@@ -365,7 +355,7 @@ class Store:
             if writes is not None:
                 writes.outbox.append(message)
             else:
-                await (await self._sql(session)).many(_INSERT_OUTBOX, [message])
+                await sql.many(_INSERT_OUTBOX, [message])
         return outcome
 
     # ------------------------------------------------------------------ the intake
@@ -412,13 +402,12 @@ class Store:
             await asyncio.sleep(0.005)
 
     async def _write_arrivals(self, group: list[_Arrival]) -> list[Request]:
-        async with self.db.write(urgent=True) as session:
-            sql = await self._sql(session)
-            delegations = await self._delegations(session, group[0].cmd.at)
+        async with self.db.write_sql(urgent=True) as sql:
+            delegations = await self._delegations(sql, group[0].cmd.at)
             drafts, rows = [], []
             for arrival in group:
                 cmd, policy = arrival.cmd, arrival.policy
-                version = await self._ensure_policy(session, policy, source=arrival.source,
+                version = await self._ensure_policy(sql, policy, source=arrival.source,
                                                     at=cmd.at)
                 # routed again only if a delegation may change whom it waits for
                 drafts.append(machine.submit(cmd, request_id=0, policy=policy,
@@ -428,9 +417,7 @@ class Store:
                 rows.append((cmd.requester, orjson.dumps({
                     "command": cmd.model_dump(mode="json"), "policy": version,
                     "receipt": arrival.receipt}).decode(), cmd.at, cmd.at))
-            numbers = await sql.insert_ids(
-                "INSERT INTO intake (requester, payload, received_at, attempts, "
-                "next_attempt_at) VALUES (?, ?, ?, 0, ?)", rows)
+            numbers = await sql.insert_ids(_INSERT_INTAKE, rows)
         return [d.model_copy(update={"id": int(n)}) for d, n in zip(drafts, numbers,
                                                                      strict=True)]
 
@@ -443,8 +430,8 @@ class Store:
         await self._clicks(_Click(request_id, step, actor, at, response_url))
 
     async def _write_clicks(self, group: list[_Click]) -> list[None]:
-        async with self.db.write(urgent=True) as session:
-            await (await self._sql(session)).many(
+        async with self.db.write_sql(urgent=True) as sql:
+            await sql.many(
                 "INSERT INTO clicks (request_id, step, actor, at, response_url) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(c.request_id, c.step, c.actor, c.at, c.response_url) for c in group])
@@ -473,12 +460,12 @@ class Store:
         if not await self._any("clicks"):
             return 0  # no write transaction (on SQLite, the lock) for nothing
         try:
-            async with self.db.write() as session:
-                rows = await self._due_clicks(await self._sql(session), batch)
+            async with self.db.write_sql() as sql:
+                rows = await self._due_clicks(sql, batch)
                 started = time.perf_counter()
                 decided = 0
                 for row in rows:  # the rest, if the budget runs out, in the next one
-                    await self._decide(session, row)
+                    await self._decide(sql, row)
                     decided += 1
                     if time.perf_counter() - started >= CLICK_BUDGET:
                         break
@@ -493,11 +480,10 @@ class Store:
             ids = [r.id for r in await self._due_clicks(sql, batch, lock=False)]
         for number in ids:
             try:
-                async with self.db.write() as session:
-                    found = await self._due_clicks(await self._sql(session), 1, lock=False,
-                                                   number=number)
+                async with self.db.write_sql() as sql:
+                    found = await self._due_clicks(sql, 1, lock=False, number=number)
                     if found:
-                        await self._decide(session, found[0])
+                        await self._decide(sql, found[0])
             except Exception as exc:
                 if _database_down(exc):
                     raise
@@ -525,21 +511,22 @@ class Store:
         return [_Clicked(int(i), int(r), int(st), str(a), sql.time(at), u)
                 for i, r, st, a, at, u in await sql.rows(query, params)]
 
-    async def _decide(self, session: AsyncSession, row: _Clicked) -> Outcome | None:
+    async def _decide(self, sql: Sql, row: _Clicked) -> Outcome | None:
         cmd = Approve(step=row.step, actor=row.actor, at=row.at)
-        outcome = await self._act_in(session, row.request_id, cmd)
+        outcome = await self._act_in(sql, row.request_id, cmd)
         refusal = outcome.refusal if outcome is not None else None
         if outcome is None:  # a card older than this database, or a forged button
             refusal = Refusal(RefusalCode.STEP_NOT_PENDING, UNKNOWN_STEP)
-            await self._append(session, [(None, "click_refused", row.actor, {
+            await self._append(sql, [(None, "click_refused", row.actor, {
                 "action": "approve", "code": "unknown_step",
                 "value": json.dumps({"r": row.request_id, "s": row.step}),
                 "reason": UNKNOWN_STEP})], at=row.at)
         if refusal is not None:
-            self.enqueue(session, request_id=row.request_id if outcome is not None else None,
-                         kind="tell", payload={"user": row.actor, "text": refusal.message,
-                                               "response_url": row.response_url}, at=row.at)
-        await (await self._sql(session)).run("DELETE FROM clicks WHERE id = ?", (row.id,))
+            await sql.many(_INSERT_OUTBOX, [_outbox_values(
+                row.request_id if outcome is not None else None, "tell",
+                {"user": row.actor, "text": refusal.message, "response_url": row.response_url},
+                at=row.at)])
+        await sql.run("DELETE FROM clicks WHERE id = ?", (row.id,))
         return outcome
 
     async def intake_waiting(self) -> int:
@@ -566,24 +553,23 @@ class Store:
                 if prepared is not None:
                     return prepared
                 taken.clear()  # stale: again, inside one transaction
-            async with self.db.write() as session:
-                sql = await self._sql(session)
+            async with self.db.write_sql() as sql:
                 rows = await self._due_intake(sql, now, limit)
                 taken += rows
-                if not self.db.sqlite:
+                if not sql.sqlite:
                     for key in sorted({_lock_key(r.requester) for r in rows}):
-                        await session.execute(select(func.pg_advisory_xact_lock(key)))
+                        await sql.rows(_ADVISORY_LOCK, (key,))
                 writes = _Writes()
-                delegations = (await self._delegations(session, min(r.received_at for r in rows))
+                delegations = (await self._delegations(sql, min(r.received_at for r in rows))
                                if rows else {})
                 started = time.perf_counter()
                 outcomes = []
                 for waiting in rows:  # the rest, if the budget runs out, in the next one
-                    outcomes.append(await self._process(session, waiting, writes=writes,
+                    outcomes.append(await self._process(sql, waiting, writes=writes,
                                                         delegations=delegations))
                     if time.perf_counter() - started >= CREATE_BUDGET:
                         break
-                await self._flush(session, writes)
+                await self._flush(sql, writes)
                 await sql.many("DELETE FROM intake WHERE id = ?",
                                [(o.request.id,) for o in outcomes])
             return outcomes
@@ -602,12 +588,11 @@ class Store:
             ids = [r.id for r in await self._due_intake(sql, now, limit, lock=False)]
         for number in ids:
             try:
-                async with self.db.write() as session:
+                async with self.db.write_sql() as sql:
                     # (another replica may be creating it: theirs then)
-                    found = await self._due_intake(await self._sql(session), now, 1,
-                                                   number=number)
+                    found = await self._due_intake(sql, now, 1, number=number)
                     if found:
-                        outcomes.append(await self._process(session, found[0]))
+                        outcomes.append(await self._process(sql, found[0]))
             except Exception as exc:
                 if _database_down(exc):
                     raise
@@ -628,35 +613,33 @@ class Store:
         batch took, added as they are read (the caller's failure handling needs them).
         """
         writes = _Writes(pending={})
-        async with self.db.read() as session:
-            sql = await self._sql(session)
+        async with self.db.read_sql() as sql:
             rows = await self._due_intake(sql, now, limit, lock=False)
             taken += rows
             if not rows:
                 return []
             (newest,), = await sql.rows(_NEWEST_REQUEST)
             since = min(r.received_at for r in rows)
-            delegations = await self._delegations(session, since)
+            delegations = await self._delegations(sql, since)
             started = time.perf_counter()
             outcomes = []
             for waiting in rows:  # the rest, if the budget runs out, in the next one
-                outcomes.append(await self._process(session, waiting, writes=writes,
+                outcomes.append(await self._process(sql, waiting, writes=writes,
                                                     delegations=delegations))
                 if time.perf_counter() - started >= CREATE_BUDGET:
                     break
         ids = [o.request.id for o in outcomes]
         try:
-            async with self.db.write() as session:
-                sql = await self._sql(session)
+            async with self.db.write_sql() as sql:
                 if ((await sql.rows(_NEWEST_REQUEST))[0][0] != newest
-                        or await self._delegations(session, since) != delegations):
+                        or await self._delegations(sql, since) != delegations):
                     raise _Stale
                 gone = await sql.run(
                     f"DELETE FROM intake WHERE id IN ({_marks(len(ids))})",  # noqa: S608
                     ids)
                 if gone != len(ids):
                     raise _Stale  # rolled back: created by someone else meanwhile
-                await self._flush(session, writes)
+                await self._flush(sql, writes)
         except _Stale:
             return None
         return outcomes
@@ -677,19 +660,18 @@ class Store:
         return [_Waiting(int(i), str(r), str(p), sql.time(at))
                 for i, r, p, at in await sql.rows(query, params)]
 
-    async def _process(self, session: AsyncSession, row: _Waiting, *,
-                       writes: _Writes | None = None,
+    async def _process(self, sql: Sql, row: _Waiting, *, writes: _Writes | None = None,
                        delegations: dict[str, Delegation] | None = None) -> Outcome:
         """Create the request ``row`` stands for (``writes``: the caller deletes the row
         and flushes the writes; otherwise both happen here)."""
         data = orjson.loads(row.payload)
         cmd = Submit.model_validate(data["command"])
-        policy = await self._load_policy(session, data["policy"])
-        outcome = await self._create(session, cmd, policy=policy, request_id=row.id,
+        policy = await self._load_policy(sql, data["policy"])
+        outcome = await self._create(sql, cmd, policy=policy, request_id=row.id,
                                      receipt=bool(data.get("receipt")),
                                      delegations=delegations, writes=writes)
         if writes is None:
-            await (await self._sql(session)).run("DELETE FROM intake WHERE id = ?", (row.id,))
+            await sql.run("DELETE FROM intake WHERE id = ?", (row.id,))
         return outcome
 
     async def _intake_failed(self, now: datetime, exc: Exception, *,
@@ -716,7 +698,7 @@ class Store:
                                   "reason": reason}, at=now)
         return []
 
-    async def _advise(self, session: AsyncSession, cmd: Submit, policy: Policy, *,
+    async def _advise(self, sql: Sql, cmd: Submit, policy: Policy, *,
                       writes: _Writes | None = None) -> tuple[Advice, Policy]:
         """The advisor's annotation of ``cmd``, from history read in this transaction
         (``writes``: a batch's rows not written yet; its requests go in first when the
@@ -730,9 +712,9 @@ class Store:
         query = advising.history_query(draft, policy)
         if (writes is not None and writes.requests and writes.pending is None
                 and history_statements(query)):
-            await (await self._sql(session)).many(_INSERT_REQUEST, writes.requests)
+            await sql.many(_INSERT_REQUEST, writes.requests)
             writes.requests.clear()
-        history = await self.history(session, query)
+        history = await self.history(sql, query)
         if writes is not None and writes.pending and query.vendor_key is not None:
             earlier = [p for p in writes.pending.get((query.requester, query.vendor_key), [])
                        if p.created_at >= query.since]
@@ -748,29 +730,27 @@ class Store:
                                  "approved automatically.", sources=("rules",))
             return failed, policy.model_copy(update={"auto_approve": None})
 
-    async def history(self, session: AsyncSession, query: HistoryQuery) -> History:
+    async def history(self, sql: Sql, query: HistoryQuery) -> History:
         """What the advisor needs from the past: one indexed query per part.
 
         On PostgreSQL the requester's submissions are serialised by an advisory lock held
         to the end of the transaction, so two at once still see each other (a double
         submit is flagged as a duplicate); SQLite's writers are serialised already.
         """
-        if not self.db.sqlite:
-            await session.execute(select(func.pg_advisory_xact_lock(_lock_key(query.requester))))
+        if not sql.sqlite:
+            await sql.rows(_ADVISORY_LOCK, (_lock_key(query.requester),))
         statements = history_statements(query)
         same: tuple[Past, ...] = ()
         if "same_vendor" in statements:
-            rows = (await session.execute(statements["same_vendor"])).all()
-            same = tuple(Past(id=r.id, base_amount=Decimal(r.base_amount_cents) / 100,
-                              status=RequestStatus(r.status), created_at=r.created_at)
-                         for r in rows)
+            same = tuple(Past(id=int(i), base_amount=Decimal(cents) / 100,
+                              status=RequestStatus(status), created_at=sql.time(at))
+                         for i, cents, status, at in await sql.rows(*statements["same_vendor"]))
         approved = False
         if "vendor_approved" in statements:
-            approved = (await session.execute(
-                statements["vendor_approved"])).first() is not None
+            approved = bool(await sql.rows(*statements["vendor_approved"]))
         spend = Decimal(0)
         if "spend" in statements:
-            cents = (await session.execute(statements["spend"])).scalar_one()
+            (cents,), = await sql.rows(*statements["spend"])
             spend = Decimal(int(cents or 0)) / 100
         return History(same_vendor=same, vendor_approved=approved, period_spend=spend)
 
@@ -790,8 +770,8 @@ class Store:
                     outcome = advising.annotate(request, source=source, opinion=opinion,
                                                 note=note)
                     if outcome.effects:
-                        await self._save(session, row.version, outcome, at=at,
-                                         changed=outcome.request != request)
+                        await self._save(await self._sql(session), row.version, outcome,
+                                         at=at, changed=outcome.request != request)
                     return outcome
             except Conflict:
                 continue
@@ -821,25 +801,23 @@ class Store:
         """Run ``cmd`` on request ``request_id``; ``None`` when there is no such request."""
         for _ in range(MAX_ATTEMPTS):
             try:
-                async with self.db.write() as session:
-                    return await self._act_in(session, request_id, cmd)
+                async with self.db.write_sql() as sql:
+                    return await self._act_in(sql, request_id, cmd)
             except Conflict:
                 continue
         raise RuntimeError(f"PR-{request_id} kept changing; gave up after {MAX_ATTEMPTS} tries")
 
-    async def _act_in(self, session: AsyncSession, request_id: int,
-                      cmd: Command) -> Outcome | None:
-        sql = await self._sql(session)
+    async def _act_in(self, sql: Sql, request_id: int, cmd: Command) -> Outcome | None:
         found = await sql.rows(_LOAD_REQUEST if sql.sqlite else f"{_LOAD_REQUEST} FOR UPDATE",
                                (request_id,))
         if not found:
             return None
         (doc, version, policy_hash), = found
         request = Request.model_validate_json(doc)
-        policy = await self._load_policy(session, policy_hash)
+        policy = await self._load_policy(sql, policy_hash)
         outcome = machine.apply(request, cmd, policy=policy,
-                                delegations=await self._delegations(session, cmd.at))
-        await self._save(session, int(version), outcome, at=cmd.at,
+                                delegations=await self._delegations(sql, cmd.at))
+        await self._save(sql, int(version), outcome, at=cmd.at,
                          changed=outcome.request != request)
         return outcome
 
@@ -853,8 +831,8 @@ class Store:
         """
         for _ in range(MAX_ATTEMPTS):
             try:
-                async with self.db.write() as session:
-                    return await self._fire_in(session, timer, now=now)
+                async with self.db.write_sql() as sql:
+                    return await self._fire_in(sql, timer, now=now)
             except Conflict:
                 continue
         raise RuntimeError(f"timer {timer.id} kept conflicting")
@@ -870,28 +848,26 @@ class Store:
         """
         if self.db.sqlite and len(timers) > 1:
             try:
-                async with self.db.write() as session:
-                    return [await self._fire_in(session, t, now=now) for t in timers]
+                async with self.db.write_sql() as sql:
+                    return [await self._fire_in(sql, t, now=now) for t in timers]
             except Exception:
                 # one bad timer must not hold up the others: fire them one by one
                 log.exception("firing %s timers together failed; firing them one by one",
                               len(timers))
         return [await self.fire_timer(t, now=now) for t in timers]
 
-    async def _fire_in(self, session: AsyncSession, timer: DueTimer, *,
-                       now: datetime) -> Outcome | None:
+    async def _fire_in(self, sql: Sql, timer: DueTimer, *, now: datetime) -> Outcome | None:
         cmd: Command
         if timer.kind is TimerKind.REMIND:
             cmd = machine.Remind(step=timer.step, due_at=timer.due_at, at=now)
         else:
             cmd = machine.Escalate(step=timer.step, at=now)
-        sql = await self._sql(session)
         if not sql.sqlite:  # SQLite has one writer at a time: no row locks to take
             await sql.rows("SELECT id FROM requests WHERE id = ? FOR UPDATE",
                            (timer.request_id,))
         if await sql.run("DELETE FROM timers WHERE id = ?", (timer.id,)) != 1:
             return None  # fired elsewhere, or cancelled by a decision
-        return await self._act_in(session, timer.request_id, cmd)
+        return await self._act_in(sql, timer.request_id, cmd)
 
     async def due_timers(self, now: datetime, *, limit: int = 100) -> list[DueTimer]:
         async with self.db.read() as session:
@@ -912,17 +888,16 @@ class Store:
         """Fixed SQL in ``session``'s transaction (:mod:`storage.sqlexec`)."""
         return await sql_of(session, sqlite=self.db.sqlite)
 
-    async def _save(self, session: AsyncSession, version: int, outcome: Outcome, *,
+    async def _save(self, sql: Sql, version: int, outcome: Outcome, *,
                     at: datetime, changed: bool = True, created: bool = False,
                     inserted: bool = False, writes: _Writes | None = None) -> None:
         """Write ``outcome``: the request, its assignments, audit entries, timers and
         outbox rows, with one statement per table (``created``: the request is new, so
         it has no assignments to replace; ``inserted``: its row already holds this state;
         ``writes``: collect the rows instead, for :meth:`_flush`)."""
-        sql = await self._sql(session)
         request = outcome.request
         if changed and inserted:
-            await self._project_assignments(session, request, created=True, writes=writes)
+            await self._project_assignments(sql, request, created=True, writes=writes)
         elif changed:
             updated = await sql.run(
                 "UPDATE requests SET status = ?, updated_at = ?, version = ?, doc = ? "
@@ -931,12 +906,12 @@ class Store:
                  request.model_dump_json(), request.id, version))
             if updated != 1:
                 raise Conflict(request.ref)
-            await self._project_assignments(session, request, created=created)
+            await self._project_assignments(sql, request, created=created)
         audits = [e for e in outcome.effects if isinstance(e, Audit)]
         if audits and writes is not None:
             writes.audits += [(request.ref, a.event, a.actor, a.data, at) for a in audits]
         elif audits:
-            await self._append(session, [(request.ref, a.event, a.actor, a.data) for a in audits],
+            await self._append(sql, [(request.ref, a.event, a.actor, a.data) for a in audits],
                                at=at)
         timers: list[tuple[Any, ...]] = []
         outbox: list[tuple[Any, ...]] = []
@@ -964,14 +939,13 @@ class Store:
         await sql.many(_INSERT_TIMER, timers)
         await sql.many(_INSERT_OUTBOX, outbox)
 
-    async def _flush(self, session: AsyncSession, writes: _Writes) -> None:
+    async def _flush(self, sql: Sql, writes: _Writes) -> None:
         """Write what a batch of new requests collected: one statement per table, and the
         audit entries chained in one go, each with its own time."""
-        sql = await self._sql(session)
         await sql.many(_INSERT_REQUEST, writes.requests)
         await sql.many(_INSERT_ASSIGNMENT, writes.assignments)
         if writes.audits:
-            await self._append(session, [a[:4] for a in writes.audits],
+            await self._append(sql, [a[:4] for a in writes.audits],
                                at=writes.audits[0][4], ats=[a[4] for a in writes.audits])
         await sql.many(_INSERT_TIMER, writes.timers)
         await sql.many(_INSERT_OUTBOX, writes.outbox)
@@ -981,10 +955,9 @@ class Store:
                 payload: dict[str, Any], at: datetime) -> None:
         session.add(OutboxRow(**_outbox_row(request_id, kind, payload, at=at)))
 
-    async def _project_assignments(self, session: AsyncSession, request: Request, *,
+    async def _project_assignments(self, sql: Sql, request: Request, *,
                                    created: bool = False, writes: _Writes | None = None
                                    ) -> None:
-        sql = await self._sql(session)
         if not created:
             await sql.run("DELETE FROM assignments WHERE request_id = ?", (request.id,))
         step = request.current
@@ -1000,11 +973,10 @@ class Store:
             return
         await sql.many(_INSERT_ASSIGNMENT, rows)
 
-    async def _append(self, session: AsyncSession,
+    async def _append(self, sql: Sql,
                       items: Sequence[tuple[str | None, str, str, dict[str, Any]]], *,
                       at: datetime, ats: Sequence[datetime] | None = None) -> list[Entry]:
         """Append audit entries, chained to the head; the head row lock serialises writers."""
-        sql = await self._sql(session)
         (seq, prev), = await sql.rows(_AUDIT_HEAD if self.db.sqlite
                                       else f"{_AUDIT_HEAD} FOR UPDATE")
         entries: list[Entry] = []
@@ -1024,21 +996,20 @@ class Store:
     async def record(self, *, request_id: int | None, event: str, actor: str,
                      data: dict[str, Any], at: datetime) -> None:
         """Append one audit entry that no transition produced (a delivery, a stray click)."""
-        async with self.db.write() as session:
-            await self._append(session, [(f"PR-{request_id}" if request_id else None, event,
+        async with self.db.write_sql() as sql:
+            await self._append(sql, [(f"PR-{request_id}" if request_id else None, event,
                                           actor, data)], at=at)
 
     # ------------------------------------------------------------------ delegation
 
-    async def _delegations(self, session: AsyncSession, at: datetime) -> dict[str, Delegation]:
-        sql = await self._sql(session)
+    async def _delegations(self, sql: Sql, at: datetime) -> dict[str, Delegation]:
         rows = await sql.rows(
             "SELECT delegator, delegate, until FROM delegations WHERE until > ?", (at,))
         return {str(d): Delegation(str(to), sql.time(until)) for d, to, until in rows}
 
     async def delegation_of(self, user: str, *, at: datetime) -> Delegation | None:
-        async with self.db.read() as session:
-            return (await self._delegations(session, at)).get(user)
+        async with self.db.read_sql() as sql:
+            return (await self._delegations(sql, at)).get(user)
 
     async def set_delegation(self, delegator: str, delegate: str, *, until: datetime,
                              at: datetime) -> list[Outcome]:
@@ -1049,7 +1020,8 @@ class Store:
         for _ in range(MAX_ATTEMPTS):
             try:
                 async with self.db.write() as session:
-                    current = await self._delegations(session, at)
+                    sql = await self._sql(session)
+                    current = await self._delegations(sql, at)
                     check(delegator, delegate, current, at=at, until=until)
                     await session.execute(delete(DelegationRow).where(
                         DelegationRow.delegator == delegator))
@@ -1059,7 +1031,7 @@ class Store:
                     current[delegator] = Delegation(delegate, until)
                     # requests first, the audit head last: the lock order every decision takes
                     moved = await self._hand_over_all(session, delegator, current, at=at)
-                    await self._append(session, [(None, "delegated", delegator, {
+                    await self._append(sql, [(None, "delegated", delegator, {
                         "to": delegate, "until": until.isoformat()})], at=at)
                     return moved
             except Conflict:
@@ -1081,7 +1053,8 @@ class Store:
         for _ in range(MAX_ATTEMPTS):
             try:
                 async with self.db.write() as session:
-                    current = await self._delegations(session, at)
+                    sql = await self._sql(session)
+                    current = await self._delegations(sql, at)
                     current.pop(delegator, None)
                     # an expired delegation still ends: the steps it handed over come back
                     if await session.get(DelegationRow, delegator) is None:
@@ -1089,7 +1062,7 @@ class Store:
                     await session.execute(delete(DelegationRow).where(
                         DelegationRow.delegator == delegator))
                     back = await self._hand_back(session, delegator, current, at=at)
-                    await self._append(session, [(None, "delegated", actor or delegator, {
+                    await self._append(sql, [(None, "delegated", actor or delegator, {
                         "from": delegator, "to": None, "ended": True})], at=at)
                     return back
             except Conflict:
@@ -1100,6 +1073,7 @@ class Store:
                              delegations: dict[str, Delegation], *,
                              at: datetime) -> list[Outcome]:
         """Move ``delegator``'s pending steps to their (resolved) delegate."""
+        sql = await self._sql(session)
         rows = (await session.execute(select(AssignmentRow.request_id, AssignmentRow.step)
                                       .where(AssignmentRow.user_id == delegator))).all()
         outcomes = []
@@ -1113,8 +1087,8 @@ class Store:
             to = resolve(delegator, delegations, at=at, excluded=excluded)
             outcome = machine.hand_over(request, HandOver(step=step, frm=delegator, to=to,
                                                           at=at),
-                                        policy=await self._load_policy(session, row.policy_hash))
-            await self._save(session, row.version, outcome, at=at,
+                                        policy=await self._load_policy(sql, row.policy_hash))
+            await self._save(sql, row.version, outcome, at=at,
                              changed=outcome.request != request)
             if outcome.changed:
                 outcomes.append(outcome)
@@ -1123,6 +1097,7 @@ class Store:
     async def _hand_back(self, session: AsyncSession, delegator: str,
                          delegations: dict[str, Delegation], *, at: datetime) -> list[Outcome]:
         """Give ``delegator`` back the pending steps a delegate holds on their behalf."""
+        sql = await self._sql(session)
         rows = (await session.execute(select(AssignmentRow.request_id).where(
             AssignmentRow.principal == delegator).distinct())).all()
         outcomes = []
@@ -1140,8 +1115,8 @@ class Store:
                 continue
             outcome = machine.hand_over(request, HandOver(step=step.index, frm=holder,
                                                           to=delegator, at=at),
-                                        policy=await self._load_policy(session, row.policy_hash))
-            await self._save(session, row.version, outcome, at=at,
+                                        policy=await self._load_policy(sql, row.policy_hash))
+            await self._save(sql, row.version, outcome, at=at,
                              changed=outcome.request != request)
             if outcome.changed:
                 outcomes.append(outcome)
@@ -1237,8 +1212,7 @@ class Store:
         person's are claimed all together: one publish, made after they were committed,
         shows everything each of them was queued for.
         """
-        async with self.db.write(urgent=True) as session:
-            sql = await self._sql(session)
+        async with self.db.write_sql(urgent=True) as sql:
             rows = await sql.rows(self._claim_people, (now, limit))
             room = limit - len(rows)
             if homes is not True:
@@ -1277,9 +1251,9 @@ class Store:
         """Give back claimed rows untried (an earlier message of their request failed)."""
         if not item_ids:
             return
-        async with self.db.write(urgent=True) as session:
-            await session.execute(update(OutboxRow).where(OutboxRow.id.in_(item_ids)).values(
-                next_attempt_at=at, attempts=OutboxRow.attempts - 1))
+        async with self.db.write_sql(urgent=True) as sql:
+            await sql.many("UPDATE outbox SET next_attempt_at = ?, attempts = attempts - 1 "
+                           "WHERE id = ?", [(at, i) for i in item_ids])
 
     async def outbox_done(self, item_id: int, *, at: datetime, card: CardRef | None = None,
                           audit: tuple[str, str, dict[str, Any]] | None = None,
@@ -1294,8 +1268,7 @@ class Store:
         not recorded twice."""
         if not sent:
             return
-        async with self.db.write(urgent=True) as session:
-            sql = await self._sql(session)
+        async with self.db.write_sql(urgent=True) as sql:
             ids = [s.item_id for s in sent]
             query = ("SELECT id, request_id FROM outbox "  # noqa: S608 (placeholders only)
                      f"WHERE id IN ({_marks(len(ids))}) AND status <> 'sent'")
@@ -1308,18 +1281,18 @@ class Store:
             fresh = [s for s in sent if s.item_id in rows]
             cards = [s.card for s in fresh if s.card is not None]
             if cards:
-                await self._save_cards(session, cards, at=at)
+                await self._save_cards(sql, cards, at=at)
             audits = [(f"PR-{rows[s.item_id]}", *s.audit) for s in fresh
                       if s.audit is not None and rows[s.item_id] is not None]
             if audits:
-                await self._append(session, audits, at=at)
+                await self._append(sql, audits, at=at)
 
     async def outbox_retry(self, item_id: int, *, error: str, retry_at: datetime,
                            dead: bool = False) -> None:
-        async with self.db.write(urgent=True) as session:
-            await session.execute(update(OutboxRow).where(OutboxRow.id == item_id).values(
-                status="dead" if dead else "pending", next_attempt_at=retry_at,
-                last_error=error[:2000]))
+        async with self.db.write_sql(urgent=True) as sql:
+            await sql.run("UPDATE outbox SET status = ?, next_attempt_at = ?, last_error = ? "
+                          "WHERE id = ?", ("dead" if dead else "pending", retry_at,
+                                           error[:2000], item_id))
 
     async def outbox_counts(self) -> dict[str, int]:
         async with self.db.read() as session:
@@ -1327,13 +1300,13 @@ class Store:
                 select(OutboxRow.status, func.count()).group_by(OutboxRow.status))).all()
         return {status: int(count) for status, count in rows}
 
-    async def _save_cards(self, session: AsyncSession, cards: Sequence[CardRef], *,
+    async def _save_cards(self, sql: Sql, cards: Sequence[CardRef], *,
                           at: datetime) -> None:
         """Record where ``cards`` went. One statement, so a card that another replica
         recorded a moment ago for the same step and person is updated, never a unique
         violation (a read-then-insert would race under READ COMMITTED)."""
         latest = {(c.request_id, c.step, c.user): c for c in cards}  # one row per key
-        await (await self._sql(session)).many(
+        await sql.many(
             "INSERT INTO cards (request_id, step, user_id, channel, ts, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, step, user_id) "
             "DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
@@ -1500,8 +1473,11 @@ _INSERT_OUTBOX = (
 _AUDIT_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
 _LOAD_REQUEST = "SELECT doc, version, policy_hash FROM requests WHERE id = ?"
 _NEWEST_REQUEST = "SELECT max(id) FROM requests"
+_ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(?)"  # PostgreSQL: held to the transaction's end
 _ANY = {"intake": "SELECT 1 FROM intake LIMIT 1", "clicks": "SELECT 1 FROM clicks LIMIT 1"}
 _COUNT = {"intake": "SELECT count(*) FROM intake", "clicks": "SELECT count(*) FROM clicks"}
+_INSERT_INTAKE = ("INSERT INTO intake (requester, payload, received_at, attempts, "
+                 "next_attempt_at) VALUES (?, ?, ?, 0, ?)")
 _INSERT_AUDIT = ("INSERT INTO audit (seq, request, event, actor, at, data, prev_hash, hash) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -1520,33 +1496,27 @@ def _outbox_row(request_id: int | None, kind: str, payload: dict[str, Any], *,
             "last_error": None}
 
 
-def history_statements(query: HistoryQuery) -> dict[str, Executable]:
-    """The advisor's history queries, each answered from one index of ``requests``:
-    ``same_vendor`` (requester, vendor_key, created_at), ``vendor_approved`` (vendor_key,
-    status) and ``spend`` (cost_center, status, created_at). Parts that do not apply to
-    the draft (no vendor, no budget) are left out."""
-    out: dict[str, Executable] = {}
+def history_statements(query: HistoryQuery) -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """The advisor's history queries (SQL and parameters), each answered from one index
+    of ``requests``: ``same_vendor`` (requester, vendor_key, created_at),
+    ``vendor_approved`` (vendor_key, status) and ``spend`` (cost_center, status,
+    created_at). Parts that do not apply to the draft (no vendor, no budget) are left
+    out."""
+    out: dict[str, tuple[str, tuple[Any, ...]]] = {}
     if query.vendor_key is not None:
         out["same_vendor"] = (
-            select(RequestRow.id, RequestRow.base_amount_cents, RequestRow.status,
-                   RequestRow.created_at)
-            .where(RequestRow.requester == query.requester,
-                   RequestRow.vendor_key == query.vendor_key,
-                   RequestRow.created_at >= query.since,
-                   RequestRow.status.in_([RequestStatus.PENDING.value,
-                                          RequestStatus.APPROVED.value]))
-            .order_by(RequestRow.created_at.desc()).limit(SAME_VENDOR_MAX))
+            "SELECT id, base_amount_cents, status, created_at FROM requests "
+            "WHERE requester = ? AND vendor_key = ? AND created_at >= ? "
+            "AND status IN ('pending', 'approved') ORDER BY created_at DESC LIMIT ?",
+            (query.requester, query.vendor_key, query.since, SAME_VENDOR_MAX))
         out["vendor_approved"] = (
-            select(RequestRow.id)
-            .where(RequestRow.vendor_key == query.vendor_key,
-                   RequestRow.status == RequestStatus.APPROVED.value).limit(1))
+            "SELECT id FROM requests WHERE vendor_key = ? AND status = 'approved' LIMIT 1",
+            (query.vendor_key,))
     if query.cost_center is not None and query.period is not None:
         out["spend"] = (
-            select(func.sum(RequestRow.base_amount_cents))
-            .where(RequestRow.cost_center == query.cost_center,
-                   RequestRow.status == RequestStatus.APPROVED.value,
-                   RequestRow.created_at >= query.period.start,
-                   RequestRow.created_at < query.period.end))
+            "SELECT sum(base_amount_cents) FROM requests WHERE cost_center = ? "
+            "AND status = 'approved' AND created_at >= ? AND created_at < ?",
+            (query.cost_center, query.period.start, query.period.end))
     return out
 
 

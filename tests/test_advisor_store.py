@@ -17,6 +17,7 @@ from flows.model import Advice, Flag, RequestStatus
 from flows.policy import Policy
 from flows.vendors import vendor_key
 from storage.db import Database
+from storage.sqlexec import sql_of
 from storage.store import Store, history_statements
 from storage.tables import OutboxRow, RequestRow
 from tests.advisor_support import Case, eval_set, oracle_history
@@ -41,7 +42,8 @@ async def _history_in_db(store: Store, case: Case, policy: Policy) -> History:
                     created_at=row.created_at, updated_at=row.created_at, version=0, doc="{}"))
             await session.flush()
             draft = Draft.of(case.submit, policy)
-            found.append(await store.history(session, history_query(draft, policy)))
+            found.append(await store.history(await sql_of(session, sqlite=store.db.sqlite),
+                                             history_query(draft, policy)))
             raise _Rollback
     except _Rollback:
         pass
@@ -73,14 +75,12 @@ async def test_history_queries_are_single_indexed_queries_not_scans(store: Store
                "spend": "ix_requests_cost_center"}
     assert set(statements) == set(indexes)
     async with store.db.write() as session:
-        dialect = session.get_bind().dialect
         if not store.db.sqlite:  # an empty table is cheapest to scan: ask for the index plan
             await session.execute(text("SET LOCAL enable_seqscan = off"))
-        for name, statement in statements.items():
-            sql = str(statement.compile(  # type: ignore[attr-defined]
-                dialect=dialect, compile_kwargs={"literal_binds": True}))
+        raw = await sql_of(session, sqlite=store.db.sqlite)
+        for name, (query, params) in statements.items():
             prefix = "EXPLAIN QUERY PLAN " if store.db.sqlite else "EXPLAIN "
-            plan = " ".join(str(r[-1]) for r in (await session.execute(text(prefix + sql))).all())
+            plan = " ".join(str(r[-1]) for r in await raw.rows(prefix + query, params))
             assert indexes[name] in plan, (name, plan)
             assert "SCAN requests" not in plan and "Seq Scan" not in plan, (name, plan)
 

@@ -173,8 +173,8 @@ async def test_a_card_recorded_by_two_replicas_is_one_card(
     async with a.db.read() as session:
         rows = (await session.execute(select(CardRow))).scalars().all()
     assert len(rows) == 1 and rows[0].ts in {"1.1", "1.2"}
-    async with b.db.write() as session:  # a second recording points the card at the new ts
-        await b._save_cards(session, [CardRef(request.id, 0, "U_BOB", "D1", "1.3")], at=T0)
+    async with b.db.write_sql() as sql:  # a second recording points the card at the new ts
+        await b._save_cards(sql, [CardRef(request.id, 0, "U_BOB", "D1", "1.3")], at=T0)
     assert [c.ts for c in await a.cards(request.id, 0)] == ["1.3"]
 
 

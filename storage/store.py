@@ -65,6 +65,7 @@ from storage.db import Conflict, Database
 from storage.grouped import Grouped
 from storage.sqlexec import Sql, sql_of
 from storage.tables import (
+    HOME_WAITING,
     OUTBOX_PEOPLE,
     AssignmentRow,
     AuditHeadRow,
@@ -120,6 +121,7 @@ class _Writes:
         default_factory=list)
     timers: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    homes: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -927,17 +929,21 @@ class Store:
             if isinstance(effect, CancelTimers):
                 await sql.run("DELETE FROM timers WHERE request_id = ? AND step = ?",
                               (request.id, effect.step))
+        homes: list[tuple[Any, ...]] = []
         if changed:  # their App Homes show this request: refresh them after the cards
-            # A person's refreshes queued within home_delay are published once, together.
+            # One refresh waits per person (ux_outbox_home_waiting), due home_delay after
+            # the first change it covers: a busy person's Home goes out once for many.
             due = at + timedelta(seconds=self.home_delay)
-            outbox += [_outbox_values(request.id, "home", {"user": user}, at=at, due=due)
-                       for user in _people(request)]
+            homes = [_outbox_values(request.id, "home", {"user": user}, at=at, due=due)
+                     for user in _people(request)]
         if writes is not None:
             writes.timers += timers
             writes.outbox += outbox
+            writes.homes += homes
             return
         await sql.many(_INSERT_TIMER, timers)
         await sql.many(_INSERT_OUTBOX, outbox)
+        await sql.many(_INSERT_HOME, homes)
 
     async def _flush(self, sql: Sql, writes: _Writes) -> None:
         """Write what a batch of new requests collected: one statement per table, and the
@@ -949,6 +955,7 @@ class Store:
                                at=writes.audits[0][4], ats=[a[4] for a in writes.audits])
         await sql.many(_INSERT_TIMER, writes.timers)
         await sql.many(_INSERT_OUTBOX, writes.outbox)
+        await sql.many(_INSERT_HOME, writes.homes)
 
     @staticmethod
     def enqueue(session: AsyncSession, *, request_id: int | None, kind: str,
@@ -1476,6 +1483,10 @@ _NEWEST_REQUEST = "SELECT max(id) FROM requests"
 _ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(?)"  # PostgreSQL: held to the transaction's end
 _ANY = {"intake": "SELECT 1 FROM intake LIMIT 1", "clicks": "SELECT 1 FROM clicks LIMIT 1"}
 _COUNT = {"intake": "SELECT count(*) FROM intake", "clicks": "SELECT count(*) FROM clicks"}
+# an App Home refresh, unless one for the person already waits (the same values as
+# _INSERT_OUTBOX; the conflict target is the partial unique index ux_outbox_home_waiting)
+_INSERT_HOME = (
+    f"{_INSERT_OUTBOX} ON CONFLICT (payload) WHERE {HOME_WAITING} DO NOTHING")
 _INSERT_INTAKE = ("INSERT INTO intake (requester, payload, received_at, attempts, "
                  "next_attempt_at) VALUES (?, ?, ?, 0, ?)")
 _INSERT_AUDIT = ("INSERT INTO audit (seq, request, event, actor, at, data, prev_hash, hash) "

@@ -89,6 +89,9 @@ class TimerRow(Base):
 # partial index the outbox is claimed through, written as SQL so that the claim's WHERE
 # repeats it word for word (a bound parameter would keep SQLite from using the index).
 OUTBOX_PEOPLE = "status = 'pending' AND kind <> 'home'"
+# A person's App Home refresh waiting to be tried (the payload names the person): at most
+# one, so that a burst of changes to their requests queues one publish, not thousands.
+HOME_WAITING = "kind = 'home' AND status = 'pending' AND attempts = 0"
 
 
 class OutboxRow(Base):
@@ -112,7 +115,11 @@ class OutboxRow(Base):
                       # messages to people waiting to go out, however many App Home
                       # refreshes wait with them (storage.store.Store.claim_outbox)
                       Index("ix_outbox_people", "id", sqlite_where=text(OUTBOX_PEOPLE),
-                            postgresql_where=text(OUTBOX_PEOPLE)))
+                            postgresql_where=text(OUTBOX_PEOPLE)),
+                      # at most one App Home refresh per person waiting untried: a change
+                      # adds none while one waits (storage.store.Store._save)
+                      Index("ux_outbox_home_waiting", "payload", unique=True,
+                            sqlite_where=text(HOME_WAITING), postgresql_where=text(HOME_WAITING)))
 
 
 class CardRow(Base):

@@ -68,9 +68,10 @@ async def test_a_database_at_the_first_revision_with_data_upgrades_and_keeps_wor
         assert [(r.id, s.index) for r, s in await store.waiting_for("U_BOB")] == [(1, 0)]
         assert await store.cards(1, 0) == [CardRef(1, 0, "U_BOB", "D_BOB", "1700000000.000100")]
         assert await store.verify_audit() is None
-        # the queued App Home refreshes are still there to deliver
+        # the queued App Home refreshes are still there to deliver, one per person
         assert sorted((i.kind, i.payload["user"]) for i in await store.claim_outbox(T0)) == [
             ("home", "U_ALICE"), ("home", "U_BOB")]
+        assert (await store.outbox_counts())["sent"] == 2, "the card, and the merged refresh"
         # the old timers fire on the new schema
         due = await store.due_timers(T0 + timedelta(hours=4))
         assert [t.kind.value for t in due] == ["remind"]
@@ -139,8 +140,11 @@ async def _pending_request_at_first_revision(db: Database, policy: Policy) -> An
                           kind=effect.kind.value, due=sql.stamp(effect.due_at))
     cards = [e for e in outcome.effects if isinstance(e, SendCard)]
     assert [(c.step, c.user) for c in cards] == [(0, "U_BOB")]
+    # (two refreshes waiting for one person, as the first releases queued them: merged by
+    # revision 0005, which keeps one per person)
     outbox = [("card", {"step": 0, "user": "U_BOB"}, "sent"),
-              ("home", {"user": "U_ALICE"}, "pending"), ("home", {"user": "U_BOB"}, "pending")]
+              ("home", {"user": "U_ALICE"}, "pending"), ("home", {"user": "U_BOB"}, "pending"),
+              ("home", {"user": "U_BOB"}, "pending")]
     for kind, payload, status in outbox:
         await sql.run(
             "INSERT INTO outbox (request_id, kind, payload, status, attempts, next_attempt_at, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select, text
@@ -12,9 +12,10 @@ from flows import machine
 from flows.machine import Approve, Cancel, Reject, Submit
 from flows.model import RequestStatus, StepStatus
 from flows.policy import Policy, parse_policy
+from storage import store as store_module
 from storage.db import Database
 from storage.migrate import current_revision, head_revision, upgrade
-from storage.store import CardRef, Store
+from storage.store import CardRef, Sent, Store
 from storage.tables import AssignmentRow, Base, OutboxRow, TimerRow
 from tests.conftest import EXAMPLE_POLICY, T0
 
@@ -195,21 +196,39 @@ async def test_outbox_lease_and_delivery_record(store: Store, policy: Policy) ->
 
 async def test_a_persons_home_refreshes_leased_elsewhere_are_not_claimed_again(
         store: Store) -> None:
-    """A person's refreshes are claimed together, due or not -- but not one that another
-    replica already holds under its lease: that one is its to publish."""
-    async with store.db.write() as session:
-        Store.enqueue(session, request_id=None, kind="home", payload={"user": "U_X"}, at=T0)
+    """A person's refreshes are claimed together -- but not one that another replica
+    already holds under its lease: that one is its to publish."""
+    await queue_home(store, "U_X", at=T0)
     held = await store.claim_outbox(T0)  # replica A: leased for 30 s
     assert [i.kind for i in held] == ["home"]
-    async with store.db.write() as session:
-        Store.enqueue(session, request_id=None, kind="home", payload={"user": "U_X"},
-                      at=T0 + timedelta(seconds=1))
-        session.add(OutboxRow(request_id=None, kind="home", payload='{"user": "U_X"}',
-                              status="pending", attempts=0, created_at=T0,
-                              next_attempt_at=T0 + timedelta(seconds=3)))  # not yet due
+    await queue_home(store, "U_X", at=T0 + timedelta(seconds=1))  # a change after A's read
     later = await store.claim_outbox(T0 + timedelta(seconds=1))  # replica B
     assert held[0].id not in [i.id for i in later]
-    assert [i.attempts for i in later] == [1, 1]  # the due one, and the one not yet due
+    assert [(i.kind, i.attempts) for i in later] == [("home", 1)]
+
+
+async def test_one_home_refresh_waits_per_person_however_many_changes(
+        store: Store, policy: Policy) -> None:
+    """Forty requests by one requester to one approver: two refreshes wait, one each, due
+    when the first would have been; after a claim, the next change queues another."""
+    for n in range(40):
+        await store.submit(submit_cmd(9000 + n, at_offset=n), policy=policy)
+    waiting = await store.claim_outbox(T0 + timedelta(minutes=1), limit=100)
+    homes = [i for i in waiting if i.kind == "home"]
+    assert sorted(str(i.payload["user"]) for i in homes) == ["U_ALICE", "U_BOB"]
+    assert all(i.created_at == T0 for i in homes), "the first change's refresh, kept"
+    await store.outbox_done_many([Sent(i.id) for i in waiting], at=T0 + timedelta(minutes=1))
+    await store.submit(submit_cmd(9100, at_offset=100), policy=policy)
+    again = await store.claim_outbox(T0 + timedelta(minutes=2), limit=100)
+    assert sorted(str(i.payload["user"]) for i in again if i.kind == "home") == [
+        "U_ALICE", "U_BOB"]
+
+
+async def queue_home(store: Store, user: str, *, at: datetime) -> None:
+    """An App Home refresh of ``user`` queued as a change to their requests queues it."""
+    async with store.db.write_sql() as sql:
+        await sql.many(store_module._INSERT_HOME, [
+            store_module._outbox_values(None, "home", {"user": user}, at=at)])
 
 
 async def test_a_claim_reads_past_app_home_refreshes_waiting_in_thousands(

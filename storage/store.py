@@ -93,6 +93,7 @@ INTAKE_BATCH = 32  # requests created, or clicks decided, per transaction at mos
 CLICK_BUDGET = 0.006
 CREATE_BUDGET = 0.012
 INTAKE_HOLD = 1.5  # seconds a submission may be held back while the intake is behind
+INTAKE_POLL = 0.001  # seconds between two looks at the intake while it is behind
 INTAKE_ATTEMPTS = 5  # tries of a submission that fails unexpectedly before giving up
 log = logging.getLogger("approvals.store")
 
@@ -401,7 +402,7 @@ class Store:
                     return
             except Exception:
                 return  # the write that follows says what is wrong
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(INTAKE_POLL)
 
     async def _write_arrivals(self, group: list[_Arrival]) -> list[Request]:
         async with self.db.write_sql(urgent=True) as sql:

@@ -41,10 +41,15 @@ def rows(first: dict[str, Any], scaled: dict[str, Any], slow: dict[str, Any]) ->
     submit_ratio = big["submit_p99_ms"] / empty["submit_p99_ms"]
     tick_big, tick_small = big["tick_db_ms_per_100_max"], small["tick_db_ms_per_100_max"]
     sd, so = slow["delivery"], slow["ours"]
+    runs = first.get("baseline_runs") or [base]
     return [
-        ("1. baseline requests/s, p50, p99",
-         f"{_fmt(base['rps'])}/s, {_fmt(base['p50_ms'])} ms, {_fmt(base['p99_ms'])} ms",
-         "(reference)", True),
+        *((f"1. baseline {when}requests/s, p50, p99",
+           f"{_fmt(r['rps'])}/s, {_fmt(r['p50_ms'])} ms, {_fmt(r['p99_ms'])} ms",
+           "(reference)", True)
+          for when, r in zip(("before ours: ", "after ours:  ") if len(runs) > 1 else ("",),
+                             runs, strict=False)),
+        *((("1. baseline, mean of the two", f"{_fmt(base['rps'])}/s", "(reference)", True),)
+          if len(runs) > 1 else ()),
         ("1. ours requests/s, p50, p99",
          f"{_fmt(ours['rps'])}/s, {_fmt(ours['p50_ms'])} ms, {_fmt(ours['p99_ms'])} ms",
          "", True),

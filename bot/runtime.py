@@ -196,7 +196,7 @@ class Runtime:
                 return
 
     @staticmethod
-    async def _logged(work: Awaitable[None]) -> None:
+    async def _logged(work: Awaitable[object]) -> None:
         """Run ``work``; an outage is one line, anything else a logged traceback."""
         try:
             await work
@@ -375,10 +375,12 @@ class Runtime:
                 self._room.set()
 
     async def _timers(self) -> None:
-        """Once a second: end delegations that ran out, fire due timers, deliver."""
+        """Once a second: end delegations that ran out, fire due timers, deliver, and (on
+        SQLite) checkpoint the write-ahead log, outside any request's commit."""
         if self.part != "delivery":
             await self._logged(self._fire_due())
         self.wake()  # the work loop, delivery (retries, leases run out), here or elsewhere
+        await self._logged(self.db.checkpoint())
 
     async def start_background(self) -> None:
         scheduler = AsyncIOScheduler(timezone="UTC")

@@ -51,6 +51,10 @@ POOL_TIMEOUT = 5.0  # waiting for a free pooled connection
 # SQLSTATEs of a transaction that lost a race and may simply be run again
 _RETRYABLE = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _READONLY = "approvals_readonly"
+# SQLite: WAL pages (4 KB each) after which a commit copies the log into the database file
+# itself, stalling for milliseconds: normally the background work's checkpoint (every
+# second, outside any request's commit: Database.checkpoint) has done it long before.
+CHECKPOINT_PAGES = 10_000
 
 
 class Conflict(Exception):
@@ -174,10 +178,9 @@ class Database:
         self._writer: sqlite3.Connection | None = None
 
     def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
-        if not self.checkpoints:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-            cursor.close()
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES if self.checkpoints else 0}")
+        cursor.close()
 
     async def leave_checkpoints_to_others(self) -> None:
         """Stop checkpointing the WAL from this process (SQLite; see ``checkpoints``)."""
@@ -274,10 +277,29 @@ class Database:
                                  check_same_thread=False)
         # as the engine's connections are set up (_sqlite_setup, _on_connect)
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                       "busy_timeout=0", *(() if self.checkpoints else ("wal_autocheckpoint=0",))):
+                       "busy_timeout=0",
+                       f"wal_autocheckpoint={CHECKPOINT_PAGES if self.checkpoints else 0}"):
             writer.execute(f"PRAGMA {pragma}").close()
         self._writer = writer
         return writer
+
+    async def checkpoint(self) -> tuple[int, int] | None:
+        """SQLite: copy the write-ahead log into the database file as far as no reader
+        still needs it (``PASSIVE``: nobody waits), unless this process leaves that to
+        others. Run from the background work's tick, so that no request's commit pays
+        for it (``CHECKPOINT_PAGES``). Returns the pages in the log and those copied."""
+        if self._reader_path is None or not self.checkpoints:
+            return None
+        assert self._write_gate is not None
+        await self._write_gate.acquire()  # the writer connection, between transactions
+        try:
+            writer = self._writer or self._connect_writer(self._reader_path)
+            statement = "PRAGMA wal_checkpoint(PASSIVE)"
+            _, logged, copied = await _sqlite_call(
+                lambda: writer.execute(statement).fetchone(), statement)
+            return int(logged), int(copied)
+        finally:
+            self._write_gate.release()
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query within ``ping_timeout`` seconds."""

@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select, text
 
 from flows import machine
@@ -13,7 +14,7 @@ from flows.machine import Approve, Cancel, Reject, Submit
 from flows.model import RequestStatus, StepStatus
 from flows.policy import Policy, parse_policy
 from storage import store as store_module
-from storage.db import Database
+from storage.db import CHECKPOINT_PAGES, Database
 from storage.migrate import current_revision, head_revision, upgrade
 from storage.store import CardRef, Sent, Store
 from storage.tables import AssignmentRow, Base, OutboxRow, TimerRow
@@ -293,3 +294,27 @@ async def test_verify_names_the_first_changed_removed_or_reordered_entry(
 async def _policy(store: Store) -> Policy:
     versions = list(store._policies)
     return await store.policy(versions[0])
+
+
+async def test_the_write_ahead_log_is_checkpointed_by_the_tick_not_by_commits(
+        store: Store, policy: Policy) -> None:
+    """A commit that copies the log into the database file stalls for milliseconds: that
+    is the background tick's job (Database.checkpoint); commits do it only once the log
+    holds CHECKPOINT_PAGES."""
+    db = store.db
+    if not db.sqlite:
+        pytest.skip("SQLite only: PostgreSQL checkpoints by itself")
+    await db.checkpoint()
+    for n in range(60):  # more pages than SQLite's own default (1,000) between checkpoints
+        await store.submit(submit_cmd(9000 + n, at_offset=n), policy=policy)
+    async with db.write_sql() as sql:
+        assert await sql.rows("PRAGMA wal_autocheckpoint") == [(CHECKPOINT_PAGES,)]
+    done = await db.checkpoint()
+    assert done is not None
+    logged, copied = done
+    assert logged > 1000, "60 submissions' pages waited in the log for the tick"
+    assert copied == logged
+    await db.leave_checkpoints_to_others()  # the server: its workers checkpoint
+    async with db.write_sql() as sql:
+        assert await sql.rows("PRAGMA wal_autocheckpoint") == [(0,)]
+    assert await db.checkpoint() is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,29 +145,26 @@ class Deliverer:
                 homes[str(item.payload["user"])].append(item)
             else:
                 by_request[item.request_id].append(item)
-        gate = asyncio.Semaphore(CONCURRENCY)
         sent: list[Sent] = []  # marked together after each round of sends
         # the requests and their cards as the round starts, read once for all of it
         known = _Known(*await self.store.for_delivery(
             [r for r in by_request if r is not None]))
 
         async def one_request(group: list[OutboxItem]) -> None:
-            async with gate:
-                for position, item in enumerate(group):
-                    if not await self._attempt(item, sent, known=known):
-                        # keep the request's order: the rest waits for this one
-                        await self.store.outbox_release([i.id for i in group[position + 1:]],
-                                                        at=self.clock.now())
-                        break
+            for position, item in enumerate(group):
+                if not await self._attempt(item, sent, known=known):
+                    # keep the request's order: the rest waits for this one
+                    await self.store.outbox_release([i.id for i in group[position + 1:]],
+                                                    at=self.clock.now())
+                    break
 
         async def one_home(user: str, group: list[OutboxItem]) -> None:
-            async with gate:
-                await self._attempt(group[0], sent, also=group[1:])
+            await self._attempt(group[0], sent, also=group[1:])
 
-        await asyncio.gather(*(one_request(g) for g in by_request.values()))
+        await _at_most(CONCURRENCY, [one_request(g) for g in by_request.values()])
         await self._mark(sent)
         # App Homes last, once per user per batch, showing the state after the batch
-        await asyncio.gather(*(one_home(u, g) for u, g in homes.items()))
+        await _at_most(CONCURRENCY, [one_home(u, g) for u, g in homes.items()])
         await self._mark(sent)
 
     async def _mark(self, sent: list[Sent]) -> None:
@@ -456,6 +454,23 @@ class Deliverer:
             user, waiting=cards.HOME_WAITING_MAX, mine=cards.HOME_MINE_MAX)
         return cards.home_view(waiting, mine, user, waiting_total=waiting_total,
                                mine_total=mine_total)
+
+
+async def _at_most(limit: int, jobs: list[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs``, ``limit`` at a time: as many tasks as that, each taking the next job
+    when its last one is done (a task and a semaphore turn per job cost more than the
+    job's own bookkeeping when there are a hundred of them a round)."""
+    pending = iter(jobs)
+
+    async def runner() -> None:
+        for job in pending:
+            await job
+
+    try:
+        await asyncio.gather(*(runner() for _ in range(min(limit, len(jobs)))))
+    finally:
+        for job in pending:  # not started: a runner failed (the database went away)
+            job.close()
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, quote_plus
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.app import build_app
-from bot.fastpath import InlinePurchase
+from bot.fastpath import InlinePurchase, form_fields
 from bot.runtime import Runtime
 from bot.server import build_web
 from bot.settings import Settings
@@ -137,3 +140,23 @@ async def test_odd_text_gets_the_same_answer_either_way(tmp_path: Path, text: st
                                        headers=request.headers)
             got.append((response.status_code, response.text))
     assert got[0] == got[1]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["command", "text", "user_id", "ssl_check", "token",
+                                            "comm%61nd", "te+xt", "", "a=b", "response_url"]),
+                          st.text(max_size=20)), max_size=8),
+       st.booleans())
+def test_the_form_reads_its_fields_as_parse_qs_does(
+        pairs: list[tuple[str, str]], raw: bool) -> None:
+    body = "&".join(f"{k}={v if raw else quote_plus(v)}" for k, v in pairs)
+    try:
+        expected: dict[str, list[str]] | None = {
+            k: v for k, v in parse_qs(body, keep_blank_values=True, strict_parsing=True).items()
+            if k in ("command", "text", "user_id", "ssl_check")}
+    except ValueError:
+        expected = None
+    try:
+        got: dict[str, list[str]] | None = form_fields(body)
+    except ValueError:
+        got = None
+    assert got == expected

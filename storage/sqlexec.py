@@ -56,6 +56,13 @@ def _stored(value: datetime) -> str:
     return text
 
 
+# sqlite3 converts a datetime parameter with this, in C, when it binds it: the statements'
+# parameters go in as they are, without a Python pass over each row's values. (SQLAlchemy
+# converts its own datetimes to text before they reach sqlite3, so this changes nothing
+# for it; a naive datetime raises ValueError here as it does there.)
+sqlite3.register_adapter(datetime, _stored)
+
+
 class Sql(Protocol):
     """Statements inside one open transaction (see the module's docstring)."""
 
@@ -96,14 +103,10 @@ class SqliteSql:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection
 
-    @staticmethod
-    def _values(params: Params) -> tuple[Any, ...]:
-        return tuple([_stored(v) if isinstance(v, datetime) else v for v in params])
-
     async def rows(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         started = time.perf_counter()
         try:
-            return self._conn.execute(sql, self._values(params)).fetchall()
+            return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise translated(exc, sql, params) from exc
         finally:
@@ -112,7 +115,7 @@ class SqliteSql:
     async def run(self, sql: str, params: Params = ()) -> int:
         started = time.perf_counter()
         try:
-            return self._conn.execute(sql, self._values(params)).rowcount
+            return self._conn.execute(sql, params).rowcount
         except sqlite3.Error as exc:
             raise translated(exc, sql, params) from exc
         finally:
@@ -121,21 +124,19 @@ class SqliteSql:
     async def many(self, sql: str, rows: Sequence[Params]) -> None:
         if not rows:
             return
-        values = [self._values(r) for r in rows]
         started = time.perf_counter()
         try:
-            self._conn.executemany(sql, values)
+            self._conn.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise translated(exc, sql, rows) from exc
         finally:
             sqlite_inline.database_time.seconds += time.perf_counter() - started
 
     async def insert_ids(self, sql: str, rows: Sequence[Params]) -> list[int]:
-        values = [self._values(r) for r in rows]
         started = time.perf_counter()
         try:
             ids = []
-            for one in values:
+            for one in rows:
                 cursor = self._conn.execute(sql, one)
                 ids.append(int(cursor.lastrowid or 0))
             return ids

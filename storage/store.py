@@ -932,8 +932,8 @@ class Store:
                               (request.id, effect.step))
         homes: list[tuple[Any, ...]] = []
         if changed:  # their App Homes show this request: refresh them after the cards
-            # One refresh waits per person (ux_outbox_home_waiting), due home_delay after
-            # the first change it covers: a busy person's Home goes out once for many.
+            # One refresh waits per person (_insert_homes), due home_delay after the
+            # first change it covers: a busy person's Home goes out once for many.
             due = at + timedelta(seconds=self.home_delay)
             homes = [_outbox_values(request.id, "home", {"user": user}, at=at, due=due)
                      for user in _people(request)]
@@ -944,7 +944,7 @@ class Store:
             return
         await sql.many(_INSERT_TIMER, timers)
         await sql.many(_INSERT_OUTBOX, outbox)
-        await sql.many(_INSERT_HOME, homes)
+        await _insert_homes(sql, homes)
 
     async def _flush(self, sql: Sql, writes: _Writes) -> None:
         """Write what a batch of new requests collected: one statement per table, and the
@@ -956,7 +956,7 @@ class Store:
                                at=writes.audits[0][4], ats=[a[4] for a in writes.audits])
         await sql.many(_INSERT_TIMER, writes.timers)
         await sql.many(_INSERT_OUTBOX, writes.outbox)
-        await sql.many(_INSERT_HOME, writes.homes)
+        await _insert_homes(sql, writes.homes)
 
     @staticmethod
     def enqueue(session: AsyncSession, *, request_id: int | None, kind: str,
@@ -1484,14 +1484,33 @@ _NEWEST_REQUEST = "SELECT max(id) FROM requests"
 _ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(?)"  # PostgreSQL: held to the transaction's end
 _ANY = {"intake": "SELECT 1 FROM intake LIMIT 1", "clicks": "SELECT 1 FROM clicks LIMIT 1"}
 _COUNT = {"intake": "SELECT count(*) FROM intake", "clicks": "SELECT count(*) FROM clicks"}
-# an App Home refresh, unless one for the person already waits (the same values as
-# _INSERT_OUTBOX; the conflict target is the partial unique index ux_outbox_home_waiting)
-_INSERT_HOME = (
-    f"{_INSERT_OUTBOX} ON CONFLICT (payload) WHERE {HOME_WAITING} DO NOTHING")
+# the people among some whose App Home refresh waits untried (ix_outbox_home_waiting)
+_HOMES_WAITING = f"SELECT payload FROM outbox WHERE {HOME_WAITING} AND payload IN "  # noqa: S608
 _INSERT_INTAKE = ("INSERT INTO intake (requester, payload, received_at, attempts, "
                  "next_attempt_at) VALUES (?, ?, ?, 0, ?)")
 _INSERT_AUDIT = ("INSERT INTO audit (seq, request, event, actor, at, data, prev_hash, hash) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+async def _insert_homes(sql: Sql, homes: Sequence[tuple[Any, ...]]) -> None:
+    """App Home refreshes (rows for ``_INSERT_OUTBOX``), except for a person who already has
+    one waiting untried, or earlier in ``homes``: that one goes out after this change
+    anyway, and a publish reads the person's state when it is sent. On SQLite, with one
+    writer, that is exact; on PostgreSQL two replicas' transactions may each add one for the
+    same person at once, which costs one more publish, nothing else. (A unique index would
+    make it exact there too, but would fail the writes of a replica of an earlier version
+    still running during a rolling upgrade: revision 0006.)"""
+    if not homes:
+        return
+    payloads = sorted({row[2] for row in homes})
+    waiting = {payload for (payload,) in await sql.rows(
+        f"{_HOMES_WAITING}({_marks(len(payloads))})", payloads)}
+    fresh = []
+    for row in homes:
+        if row[2] not in waiting:
+            waiting.add(row[2])
+            fresh.append(row)
+    await sql.many(_INSERT_OUTBOX, fresh)
 
 
 def _outbox_values(request_id: int | None, kind: str, payload: dict[str, Any], *,

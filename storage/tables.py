@@ -116,9 +116,9 @@ class OutboxRow(Base):
                       # refreshes wait with them (storage.store.Store.claim_outbox)
                       Index("ix_outbox_people", "id", sqlite_where=text(OUTBOX_PEOPLE),
                             postgresql_where=text(OUTBOX_PEOPLE)),
-                      # at most one App Home refresh per person waiting untried: a change
-                      # adds none while one waits (storage.store.Store._save)
-                      Index("ux_outbox_home_waiting", "payload", unique=True,
+                      # App Home refreshes waiting untried, by person: a change adds none
+                      # while one waits (storage.store._insert_homes)
+                      Index("ix_outbox_home_waiting", "payload",
                             sqlite_where=text(HOME_WAITING), postgresql_where=text(HOME_WAITING)))
 
 

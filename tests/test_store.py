@@ -225,10 +225,25 @@ async def test_one_home_refresh_waits_per_person_however_many_changes(
         "U_ALICE", "U_BOB"]
 
 
+async def test_a_replica_of_the_last_version_may_still_queue_refreshes_its_way(
+        store: Store, policy: Policy) -> None:
+    """During a rolling upgrade a replica of the version before adds a refresh without
+    looking: its write goes through (no unique index refuses it), and the refreshes it
+    doubled go out as one batch's publish for the person."""
+    await store.submit(submit_cmd(9000), policy=policy)
+    async with store.db.write_sql() as sql:  # as the version before wrote it
+        await sql.many(store_module._INSERT_OUTBOX, [
+            store_module._outbox_values(None, "home", {"user": "U_BOB"}, at=T0)])
+    await store.submit(submit_cmd(9001, at_offset=1), policy=policy)
+    waiting = await store.claim_outbox(T0 + timedelta(minutes=1), limit=100)
+    assert sorted(str(i.payload["user"]) for i in waiting if i.kind == "home") == [
+        "U_ALICE", "U_BOB", "U_BOB"]
+
+
 async def queue_home(store: Store, user: str, *, at: datetime) -> None:
     """An App Home refresh of ``user`` queued as a change to their requests queues it."""
     async with store.db.write_sql() as sql:
-        await sql.many(store_module._INSERT_HOME, [
+        await store_module._insert_homes(sql, [
             store_module._outbox_values(None, "home", {"user": user}, at=at)])
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import logging
 import signal
 import socket
@@ -32,7 +31,7 @@ from bot.fastpath import InlinePurchase
 from bot.ids import EVENTS_PATH
 from bot.runtime import Runtime
 from bot.settings import ConfigError
-from bot.worker import Workers
+from bot.worker import Workers, settle_memory
 
 log = logging.getLogger("approvals.server")
 
@@ -91,13 +90,6 @@ async def running(runtime: Runtime, *, workers: Workers | None = None,
         if workers is not None:
             await workers.stop()
         await runtime.close()
-
-
-def settle_memory() -> None:
-    """Move what start-up allocated out of the garbage collector's way: a full collection
-    then scans only what requests allocate, a pause of a few ms instead of tens."""
-    gc.collect()
-    gc.freeze()
 
 
 def bind(host: str, port: int) -> list[socket.socket]:

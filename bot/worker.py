@@ -186,13 +186,30 @@ class _Announcer:
         self._woken = False
 
 
+# Allocations of container objects between two young-generation collections (Python's
+# default: 700). A request allocates a few hundred; at 700 the collector ran every few
+# requests and traversed every request in flight, then again as it aged: 3-6 % of each
+# process's CPU under a burst. Only garbage in reference cycles waits for it; the rest is
+# freed as it is dropped, whatever this is.
+GC_YOUNG = 20_000
+
+
+def settle_memory() -> None:
+    """Move what start-up allocated out of the garbage collector's way (a full collection
+    then scans only what requests allocate, a pause of a few ms instead of tens), and
+    collect the young generation less often (:data:`GC_YOUNG`)."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG, older, oldest)
+
+
 async def run_worker(runtime: Runtime) -> None:
     """Work until stdin ends (the server is gone) or SIGTERM/SIGINT; each byte wakes us."""
     with contextlib.suppress(OSError):
         os.nice(NICENESS)  # people waiting for an answer go first; this work can lag a bit
     await runtime.prepare()
-    gc.collect()
-    gc.freeze()  # start-up's objects are never garbage: keep collections short
+    settle_memory()  # start-up's objects are never garbage: keep collections short
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

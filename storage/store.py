@@ -565,13 +565,7 @@ class Store:
                 writes = _Writes()
                 delegations = (await self._delegations(sql, min(r.received_at for r in rows))
                                if rows else {})
-                started = time.perf_counter()
-                outcomes = []
-                for waiting in rows:  # the rest, if the budget runs out, in the next one
-                    outcomes.append(await self._process(sql, waiting, writes=writes,
-                                                        delegations=delegations))
-                    if time.perf_counter() - started >= CREATE_BUDGET:
-                        break
+                outcomes = await self._create_budgeted(sql, rows, writes, delegations)
                 await self._flush(sql, writes)
                 await sql.many("DELETE FROM intake WHERE id = ?",
                                [(o.request.id,) for o in outcomes])
@@ -602,6 +596,19 @@ class Store:
                 await self._intake_failed(now, exc, number=number)
         return outcomes
 
+    async def _create_budgeted(self, sql: Sql, rows: Sequence[_Waiting], writes: _Writes,
+                               delegations: dict[str, Delegation]) -> list[Outcome]:
+        """Create ``rows`` in order into ``writes`` until :data:`CREATE_BUDGET` is spent
+        (at least one); the rest wait for the next batch."""
+        started = time.perf_counter()
+        outcomes = []
+        for waiting in rows:
+            outcomes.append(await self._process(sql, waiting, writes=writes,
+                                                delegations=delegations))
+            if time.perf_counter() - started >= CREATE_BUDGET:
+                break
+        return outcomes
+
     async def _intake_prepared(self, now: datetime, limit: int, taken: list[_Waiting]
                                ) -> list[Outcome] | None:
         """SQLite: a batch of the intake created with its work -- the advisor, routing,
@@ -624,13 +631,7 @@ class Store:
             (newest,), = await sql.rows(_NEWEST_REQUEST)
             since = min(r.received_at for r in rows)
             delegations = await self._delegations(sql, since)
-            started = time.perf_counter()
-            outcomes = []
-            for waiting in rows:  # the rest, if the budget runs out, in the next one
-                outcomes.append(await self._process(sql, waiting, writes=writes,
-                                                    delegations=delegations))
-                if time.perf_counter() - started >= CREATE_BUDGET:
-                    break
+            outcomes = await self._create_budgeted(sql, rows, writes, delegations)
         ids = [o.request.id for o in outcomes]
         try:
             async with self.db.write_sql() as sql:

@@ -1,8 +1,11 @@
 """``manifest.yml``: valid against Slack's official schema, and in step with the code.
 
-The schema is Slack's own (``slackapi/manifest-schema``), kept next to the repository in
-``../shared/schemas/slack-manifest``; its top file refers to the per-version files by their
-GitHub URLs, which a registry rooted in that directory resolves locally (no network).
+The schema is Slack's own (``slackapi/manifest-schema``, MIT), as the project's shared
+files keep it in ``../shared/schemas/slack-manifest``; a copy lives in
+``tests/schemas/slack-manifest`` so the test runs on any clone (a test checks the copy is
+still the shared one, where that is next to the repository). Its top file refers to the
+per-version files by their GitHub URLs, which a registry rooted in that directory resolves
+locally (no network).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from bot.ids import EVENTS_PATH, SLASH_COMMAND, EventType
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "manifest.yml"
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "slack-manifest"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas" / "slack-manifest"
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "slack-manifest"
 
 BOT_SCOPES = {"commands", "chat:write", "im:write", "im:history", "users:read"}
 
@@ -52,11 +56,17 @@ def manifest() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def validator() -> Draft7Validator:
-    if not (SCHEMA_DIR / "manifest.schema.json").is_file():
-        pytest.skip(f"Slack's manifest schema is not at {SCHEMA_DIR} "
-                    "(it lives in ../shared next to the repository)")
     schema = json.loads((SCHEMA_DIR / "manifest.schema.json").read_text())
     return Draft7Validator(schema, registry=_registry(SCHEMA_DIR))
+
+
+def test_the_schema_copy_is_the_shared_one() -> None:
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"no shared schema at {SHARED_DIR} to compare the copy with")
+    shared = sorted(p.relative_to(SHARED_DIR) for p in SHARED_DIR.rglob("*") if p.is_file())
+    ours = sorted(p.relative_to(SCHEMA_DIR) for p in SCHEMA_DIR.rglob("*") if p.is_file())
+    assert ours == shared
+    assert all((SCHEMA_DIR / p).read_bytes() == (SHARED_DIR / p).read_bytes() for p in shared)
 
 
 def test_manifest_is_valid_against_slacks_schema(manifest: dict[str, Any],

@@ -114,6 +114,7 @@ class Runtime:
                                    homes_per_minute=settings.home_publishes_per_minute,
                                    # SQLite is for one process (docs/DEPLOYMENT.md)
                                    only_publisher=self.db.sqlite)
+        self.deliverer.on_sent = self._sent
         self.part: Part = "all"
         # the schema was brought up to date, or checked, by the server that started this
         # worker process just before: prepare() need not do it again
@@ -345,6 +346,14 @@ class Runtime:
                 self._busy = False
             self._deliver.set()  # App Homes may go now
 
+    def _sent(self, count: int) -> None:
+        """``count`` messages to people went out (:attr:`Deliverer.on_sent`): room for
+        more new requests, here or (wakes through the server) in the work process."""
+        self._ahead = max(0, self._ahead - count)
+        self._room.set()
+        if self.part == "delivery" and self.notify is not None:
+            self.notify()
+
     async def _delivery_loop(self) -> None:
         """Deliver the outbox, a round at a time, whenever there may be something new;
         App Homes wait while clicks and new requests are being processed: cards first."""
@@ -357,10 +366,6 @@ class Runtime:
                 homes = not self._busy and self.part != "delivery"
                 while True:  # each round waits on Slack: the work loop goes on meanwhile
                     sent = await self.deliverer.drain(max_rounds=1, homes=homes)
-                    self._ahead = max(0, self._ahead - sent)
-                    self._room.set()
-                    if sent and self.part == "delivery" and self.notify is not None:
-                        self.notify()  # room for more: wake the work process
                     if sent:
                         continue
                     if homes or self.part != "delivery":

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.delivery import HOME_BURST, HomeBudget
+from bot.delivery import HOME_BURST, HOMES_PER_ROUND, HomeBudget
 from bot.ids import ActionId, CallbackId, StepValue
 from bot.standin import signing
 from bot.standin.workspace import Workspace, has_buttons
@@ -341,3 +341,33 @@ async def test_a_burst_of_changes_publishes_homes_within_slacks_rate_oldest_firs
         assert len(published) == len(people), "each Home once"
         assert "Waiting for you (40)" in home(ws, "U_BOB")
         assert "Your requests (1)" in home(ws, "U_R39")
+
+
+async def test_a_round_publishes_few_homes_and_counts_its_cards_as_sent_before_them() -> None:
+    """A Home is rendered from its owner's waiting list, which is slow for a busy
+    approver: a round of cards carries at most HOMES_PER_ROUND of them, and the room its
+    cards made (which lets new requests be created) is announced before its Homes go
+    out, not after."""
+    alice = "  U_ALICE: {manager: U_BOB}\n"
+    policy = POLICY.replace(alice, alice + "".join(
+        f"  U_R{n:02d}: {{manager: U_BOB}}\n" for n in range(40)))
+    async with Workspace(policy_text=policy) as ws:
+        for n in range(40):
+            await ws.send(signing.slash_command(
+                ws.secret, text=f"$2,{n:03d} Monitor number {n} for the design team",
+                user_id=f"U_R{n:02d}", response_url=ws.slack.response_url()))
+        store, deliverer = ws.runtime.store, ws.runtime.deliverer
+        while await store.process_intake(ws.clock.now()):
+            pass  # created, their cards and Home refreshes waiting together
+        published_when_sent: list[tuple[int, int]] = []
+        deliverer.on_sent = lambda count: published_when_sent.append(
+            (count, len(ws.slack.calls("views.publish"))))
+        assert await deliverer.drain(max_rounds=1, homes=True) == 40 + HOMES_PER_ROUND
+        assert len(ws.cards_of("U_BOB")) == 40, "every card in the one round"
+        assert len(ws.slack.calls("views.publish")) == HOMES_PER_ROUND
+        assert published_when_sent == [(40, 0)], "the cards counted before any Home"
+        await deliverer.drain(max_rounds=1, homes=True)
+        assert len(ws.slack.calls("views.publish")) == 2 * HOMES_PER_ROUND
+        assert published_when_sent == [(40, 0)], "a round of Homes alone makes no room"
+        await deliverer.drain(max_rounds=100, homes=True)
+        assert len(ws.slack.calls("views.publish")) == HOME_BURST, "the burst, over rounds"

@@ -314,19 +314,27 @@ def test_the_home_budget_refills_at_its_rate_up_to_its_burst() -> None:
     assert budget.available(T0 + timedelta(seconds=60)) == 15, "never more than the burst"
 
 
+# forty requesters, all reporting to U_BOB
+_ALICE = "  U_ALICE: {manager: U_BOB}\n"
+FORTY_UNDER_BOB = POLICY.replace(_ALICE, _ALICE + "".join(
+    f"  U_R{n:02d}: {{manager: U_BOB}}\n" for n in range(40)))
+
+
+async def forty_requests(ws: Workspace, *, apart: timedelta = timedelta(0)) -> None:
+    """Each of the forty sends ``/purchase`` for a monitor, ``apart`` from the last."""
+    for n in range(40):
+        await ws.send(signing.slash_command(
+            ws.secret, text=f"$2,{n:03d} Monitor number {n} for the design team",
+            user_id=f"U_R{n:02d}", response_url=ws.slack.response_url()))
+        ws.clock.advance(apart)
+
+
 async def test_a_burst_of_changes_publishes_homes_within_slacks_rate_oldest_first() -> None:
     """Slack takes about 100 views.publish a minute per workspace: forty people's Homes
     changed at once go out over the next half minute, the longest waiting first, and
     every one of them shows the change in the end."""
-    alice = "  U_ALICE: {manager: U_BOB}\n"
-    policy = POLICY.replace(alice, alice + "".join(
-        f"  U_R{n:02d}: {{manager: U_BOB}}\n" for n in range(40)))
-    async with Workspace(policy_text=policy) as ws:
-        for n in range(40):
-            await ws.send(signing.slash_command(
-                ws.secret, text=f"$2,{n:03d} Monitor number {n} for the design team",
-                user_id=f"U_R{n:02d}", response_url=ws.slack.response_url()))
-            ws.clock.advance(timedelta(milliseconds=10))
+    async with Workspace(policy_text=FORTY_UNDER_BOB) as ws:
+        await forty_requests(ws, apart=timedelta(milliseconds=10))
         await ws.settle()
         people = {f"U_R{n:02d}" for n in range(40)} | {"U_BOB"}
         first = {c.params["user_id"] for c in ws.slack.calls("views.publish")}
@@ -348,14 +356,8 @@ async def test_a_round_publishes_few_homes_and_counts_its_cards_as_sent_before_t
     approver: a round of cards carries at most HOMES_PER_ROUND of them, and the room its
     cards made (which lets new requests be created) is announced before its Homes go
     out, not after."""
-    alice = "  U_ALICE: {manager: U_BOB}\n"
-    policy = POLICY.replace(alice, alice + "".join(
-        f"  U_R{n:02d}: {{manager: U_BOB}}\n" for n in range(40)))
-    async with Workspace(policy_text=policy) as ws:
-        for n in range(40):
-            await ws.send(signing.slash_command(
-                ws.secret, text=f"$2,{n:03d} Monitor number {n} for the design team",
-                user_id=f"U_R{n:02d}", response_url=ws.slack.response_url()))
+    async with Workspace(policy_text=FORTY_UNDER_BOB) as ws:
+        await forty_requests(ws)
         store, deliverer = ws.runtime.store, ws.runtime.deliverer
         while await store.process_intake(ws.clock.now()):
             pass  # created, their cards and Home refreshes waiting together

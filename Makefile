@@ -8,14 +8,20 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: test test-pg check lint demo bench
 
+# Tests run in parallel, one process per core (at most four): much of the suite waits on
+# processes it starts (servers, workers, a killed one's successor). PYTEST_WORKERS=0 runs
+# them in this process, one after another.
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/pytest -q -n $(PYTEST_WORKERS) --maxprocesses=4
+
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 # The tests that drive the Slack app, again on PostgreSQL (APPROVALS_TEST_PG, by default
 # postgresql+asyncpg://postgres@127.0.0.1:5432/test); `make test` already runs the storage,
 # migration and replica tests there. Skipped, saying why, without a server.
 test-pg: $(STAMP)
-	APPROVALS_TEST_DATABASE=postgresql $(BIN)/pytest -q
+	APPROVALS_TEST_DATABASE=postgresql $(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

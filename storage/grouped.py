@@ -17,12 +17,14 @@ R = TypeVar("R")
 class Grouped(Generic[T, R]):
     """``await grouped(item)``: ``write`` is called with every item queued meanwhile and
     returns one result per item, in order; if it raises, every caller of that group gets
-    the exception. ``before`` runs ahead of each group (to hold back while full)."""
+    the exception. ``room`` runs ahead of each group, waits while there is none (to hold
+    back while full) and says how many items may go now (``None``: all); the rest wait
+    for the next group, first in the queue."""
 
     def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], *,
-                 before: Callable[[], Awaitable[None]] | None = None) -> None:
+                 room: Callable[[], Awaitable[int | None]] | None = None) -> None:
         self._write = write
-        self._before = before
+        self._room = room
         self._queued: list[tuple[T, asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -36,9 +38,12 @@ class Grouped(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._queued:
-            if self._before is not None:
-                await self._before()
-            group, self._queued = self._queued, []
+            room = await self._room() if self._room is not None else None
+            if room is None:
+                group, self._queued = self._queued, []
+            else:
+                room = max(1, room)
+                group, self._queued = self._queued[:room], self._queued[room:]
             try:
                 results = await self._write([item for item, _ in group])
             except Exception as exc:

@@ -224,7 +224,7 @@ class Store:
         self.advisor = advisor
         self.home_delay = home_delay
         # submissions and clicks arriving together are written in one transaction
-        self._arrivals = Grouped(self._write_arrivals, before=self._room_in_intake)
+        self._arrivals = Grouped(self._write_arrivals, room=self._room_in_intake)
         self._clicks = Grouped(self._write_clicks)
         self._policies: dict[str, Policy] = {}
         # id(policy) -> (policy, its version hash). Hashing means serialising the whole
@@ -387,22 +387,27 @@ class Store:
         return Received(await self._arrivals(_Arrival(cmd, policy, source, receipt,
                                                       draft.request)), queued=True)
 
-    async def _room_in_intake(self) -> None:
+    async def _room_in_intake(self) -> int | None:
         """Hold new submissions (up to :data:`INTAKE_HOLD` seconds, well inside Slack's
         3 s) while ``intake_limit`` or more wait to be created: a burst beyond what the
         worker keeps up with slows the acknowledgements a little, instead of leaving cards
-        minutes behind them."""
+        minutes behind them. Returns how many may be written now, the room left below the
+        limit (``None``: all that wait), so that each batch the worker takes lets in as
+        many, oldest first: a whole group let in at once overshot the limit, and the next
+        group then waited for two of the worker's batches instead of one."""
         if not self.intake_limit:
-            return
+            return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + INTAKE_HOLD
         while loop.time() < deadline:
             try:
-                if await self.intake_waiting() < self.intake_limit:
-                    return
+                waiting = await self.intake_waiting()
             except Exception:
-                return  # the write that follows says what is wrong
+                return None  # the write that follows says what is wrong
+            if waiting < self.intake_limit:
+                return self.intake_limit - waiting
             await asyncio.sleep(INTAKE_POLL)
+        return None  # held long enough: all of them go
 
     async def _write_arrivals(self, group: list[_Arrival]) -> list[Request]:
         async with self.db.write_sql(urgent=True) as sql:

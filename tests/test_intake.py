@@ -199,6 +199,36 @@ async def test_acknowledgements_wait_while_the_intake_is_behind(
     assert second.request.ref == "PR-2" and await store.intake_waiting() == 1
 
 
+async def test_held_acknowledgements_are_let_in_as_far_as_there_is_room_oldest_first(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    from decimal import Decimal
+
+    from flows.machine import Submit
+
+    store, policy = ws.runtime.store, ws.runtime.policy
+    store.intake_limit = 2
+    monkeypatch.setattr(store_module, "INTAKE_HOLD", 30.0)
+
+    def desks(n: int) -> Submit:
+        return Submit(requester="U_ALICE", amount=Decimal(25_000 + n), currency="USD",
+                      purpose=f"Desks {n}", at=ws.clock.now())
+
+    await store.receive(desks(1), policy=policy)  # room for one more
+    waiting = [asyncio.create_task(store.receive(desks(n), policy=policy))
+               for n in (2, 3, 4)]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert [t.done() for t in waiting] == [True, False, False], "as many as there is room"
+    assert await store.intake_waiting() == 2
+
+    created = await store.process_intake(ws.clock.now())  # the worker takes both
+    assert [o.request.ref for o in created] == ["PR-1", "PR-2"]
+    refs = [(await asyncio.wait_for(t, timeout=5)).request.ref for t in waiting]
+    assert refs == ["PR-2", "PR-3", "PR-4"], "in the order they came"
+    assert await store.intake_waiting() == 2
+
+
 async def test_a_held_acknowledgement_goes_out_after_the_hold_at_the_latest(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     from decimal import Decimal

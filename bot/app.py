@@ -192,7 +192,9 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             return
         answer = await bounded(_answer(parsed, user))
         await ack(text=answer)
-        runtime.wake()
+        # a new request has woken whoever creates it (Runtime.received); anything else may
+        # have queued messages, timers or work for either half
+        runtime.wake("work" if isinstance(parsed, CreateRequest) else "all")
 
     async def _answer(parsed: object, user: str) -> str:
         if isinstance(parsed, ShowHelp):
@@ -302,7 +304,7 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
                 log.error("could not record an approve click: %s", failed)
             await tell(body, client, user_message(failed), respond)
         else:
-            runtime.wake()
+            runtime.wake("delivery")  # the click is decided where the outbox is sent
 
     @app.action(ActionId.REJECT.value)
     async def reject(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any],

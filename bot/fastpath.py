@@ -83,5 +83,5 @@ class InlinePurchase:
         if not isinstance(parsed, CreateRequest):
             return None
         answer = await bounded(create_request(self.runtime, parsed, users[0]))
-        self.runtime.wake()
+        self.runtime.wake("work")
         return answer

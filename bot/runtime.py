@@ -120,8 +120,9 @@ class Runtime:
         # worker process just before: prepare() need not do it again
         self.schema_ready = False
         self._wake = asyncio.Event()
-        # set when background work runs in another process (bot.worker): wakes it
-        self.notify: Callable[[], None] | None = None
+        # set when background work runs in another process (bot.worker): wakes it, or
+        # (given "work" or "delivery") the one doing that part when the work is split
+        self.notify: Callable[[Part], None] | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._drainers: list[asyncio.Task[None]] = []
         self._deliver = asyncio.Event()  # the outbox may have something new
@@ -224,7 +225,7 @@ class Runtime:
         if received.outcome is not None:
             self.submitted(received.outcome)
         else:
-            self.wake()
+            self.wake("work")
 
     def submitted(self, outcome: Outcome) -> None:
         """A request was just created: deliver its messages now, and let slower work
@@ -284,11 +285,13 @@ class Runtime:
         """Wait until every LLM annotation under way is recorded (tests, the demo)."""
         await self._to_advise.join()
 
-    def wake(self) -> None:
-        """Something was committed: look for work now, here and in the worker process(es)."""
+    def wake(self, part: Part = "all") -> None:
+        """Something was committed: look for work now, here and in the worker process(es);
+        ``part``: what it is work for (new requests for "work", clicks for "delivery"),
+        so that a worker doing only the other part is not woken for nothing."""
         self.wake_here()
         if self.notify is not None:
-            self.notify()
+            self.notify(part)
 
     def wake_here(self) -> None:
         """Look for work now in this process (another one committed something)."""
@@ -352,7 +355,7 @@ class Runtime:
         self._ahead = max(0, self._ahead - count)
         self._room.set()
         if self.part == "delivery" and self.notify is not None:
-            self.notify()
+            self.notify("work")
 
     async def _delivery_loop(self) -> None:
         """Deliver the outbox, a round at a time, whenever there may be something new;

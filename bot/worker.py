@@ -158,9 +158,11 @@ class Workers:
     async def start(self) -> None:
         await asyncio.gather(*(p.start() for p in self.processes))
 
-    def wake(self) -> None:
+    def wake(self, part: Part = "all") -> None:
+        """Wake the worker(s) doing ``part`` of the work ("all": every one)."""
         for process in self.processes:
-            process.wake()
+            if part == "all" or process.part in (part, "all"):
+                process.wake()
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.processes))
@@ -173,7 +175,8 @@ class _Announcer:
         self.out = out
         self._woken = False
 
-    def wake(self) -> None:
+    def wake(self, part: Part = "all") -> None:
+        """``part`` is ignored: the server passes every wake on to the other worker."""
         if self._woken:
             return
         self._woken = True

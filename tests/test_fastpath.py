@@ -160,3 +160,24 @@ def test_the_form_reads_its_fields_as_parse_qs_does(
     except ValueError:
         got = None
     assert got == expected
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_queued_submission_wakes_only_the_worker_that_creates_requests(
+        tmp_path: Path, fast_path: bool) -> None:
+    """Waiting in the intake, it is work for the "work" half alone (the delivery half is
+    woken by that half once there are cards); one approved at once is followed up
+    everywhere."""
+    async with served(tmp_path, fast_path=fast_path) as (http, runtime, _):
+        woken: list[str] = []
+        runtime.notify = woken.append
+        for text in ("$1,200 Laptops for the new hires", "$20 Printer paper for the office"):
+            request = signing.slash_command(SECRET, text=text, user_id="U_ALICE",
+                                            response_url="http://127.0.0.1:9/none")
+            response = await http.post("/slack/events", content=request.body,
+                                       headers=request.headers)
+            assert response.status_code == 200
+            woken.append("|")
+        queued, at_once = "".join(f"{w} " for w in woken).split("| ")[:2]
+        assert set(queued.split()) == {"work"}
+        assert "all" in at_once.split()

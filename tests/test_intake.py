@@ -496,7 +496,8 @@ async def test_with_delivery_in_a_process_of_its_own_creation_still_waits_for_it
                        policy_source=work.policy_source, clock=ws.clock)
     work.part, delivery.part = "work", "delivery"
     delivery.schema_ready = True
-    work.notify, delivery.notify = delivery.wake_here, work.wake_here
+    work.notify = lambda part: delivery.wake_here()
+    delivery.notify = lambda part: work.wake_here()
     created = await _burst_while_slack_stalls(ws)
     await delivery.prepare()
     try:

@@ -182,3 +182,25 @@ async def test_a_workers_wake_line_wakes_the_other_and_anything_else_is_logged(
         await work._pass_on(stream)
     assert woken == ["delivery", "delivery"]
     assert "worker: something to say" in caplog.text
+
+
+def test_a_wake_reaches_the_worker_doing_that_part_of_the_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new submission is work for the "work" half, a click for the "delivery" half:
+    the other is not woken for it (each wake costs it a look at the database). A single
+    worker does both parts and is woken for either."""
+    from bot.worker import Workers
+
+    def woken_by(workers: Workers, part: str) -> list[str]:
+        woken: list[str] = []
+        for process in workers.processes:
+            monkeypatch.setattr(process, "wake", lambda p=process.part: woken.append(p))
+        workers.wake(part)  # type: ignore[arg-type]
+        return woken
+
+    split = Workers(policy_path=Path("policy.yml"), split=True)
+    assert woken_by(split, "work") == ["work"]
+    assert woken_by(split, "delivery") == ["delivery"]
+    assert woken_by(split, "all") == ["work", "delivery"]
+    single = Workers(policy_path=Path("policy.yml"))
+    assert woken_by(single, "work") == woken_by(single, "delivery") == ["all"]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bot.standin.workspace import Workspace
+from flows.machine import Submit
 from storage import store as store_module
 from tests.slack_support import POLICY, ack_text, create, dm_texts, events_of, workspace
 
@@ -171,21 +172,28 @@ async def test_home_refreshes_within_the_delay_are_published_once() -> None:
         assert (await ws.runtime.store.outbox_counts()).get("pending", 0) == 0
 
 
-async def test_acknowledgements_wait_while_the_intake_is_behind(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
+def holding(ws: Workspace, monkeypatch: pytest.MonkeyPatch, *, limit: int
+            ) -> Callable[[int], Submit]:
+    """The intake holds acknowledgements beyond ``limit`` (for up to 30 s); returns a
+    maker of distinct submissions (desks number ``n``)."""
     from decimal import Decimal
 
-    from flows.machine import Submit
-
-    store, policy = ws.runtime.store, ws.runtime.policy
-    store.intake_limit = 1
+    ws.runtime.store.intake_limit = limit
     monkeypatch.setattr(store_module, "INTAKE_HOLD", 30.0)
 
     def desks(n: int) -> Submit:
         return Submit(requester="U_ALICE", amount=Decimal(25_000 + n), currency="USD",
                       purpose=f"Desks {n}", at=ws.clock.now())
 
+    return desks
+
+
+async def test_acknowledgements_wait_while_the_intake_is_behind(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    store, policy = ws.runtime.store, ws.runtime.policy
+    desks = holding(ws, monkeypatch, limit=1)
     first = await store.receive(desks(1), policy=policy)
     assert first.request.ref == "PR-1"  # the intake is full now: the worker is behind
 
@@ -202,18 +210,9 @@ async def test_acknowledgements_wait_while_the_intake_is_behind(
 async def test_held_acknowledgements_are_let_in_as_far_as_there_is_room_oldest_first(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
-    from decimal import Decimal
-
-    from flows.machine import Submit
 
     store, policy = ws.runtime.store, ws.runtime.policy
-    store.intake_limit = 2
-    monkeypatch.setattr(store_module, "INTAKE_HOLD", 30.0)
-
-    def desks(n: int) -> Submit:
-        return Submit(requester="U_ALICE", amount=Decimal(25_000 + n), currency="USD",
-                      purpose=f"Desks {n}", at=ws.clock.now())
-
+    desks = holding(ws, monkeypatch, limit=2)
     await store.receive(desks(1), policy=policy)  # room for one more
     waiting = [asyncio.create_task(store.receive(desks(n), policy=policy))
                for n in (2, 3, 4)]

@@ -9,13 +9,14 @@ has a core.
 The server then only answers Slack: it records a submission in the intake, or a decision,
 and acknowledges.
 
-Wakes: the server writes a byte to each worker's stdin after each commit, so nothing waits
-for the next tick. A worker that committed something the other half should see (new cards;
-a round delivered, so there is room for more) prints a ``w`` line, which the server passes
-on to the other one. When the server goes away, for any reason, each worker reads the end
-of its stdin and stops; if a worker dies, the server starts a new one. Work is never lost
-in between: it is all in the database (intake, clicks, timers, outbox), claimed in
-transactions.
+Wakes: the server writes a byte to a worker's stdin after each commit that gives it work
+(a new submission the "work" half, a click the "delivery" half, anything else both), so
+nothing waits for the next tick. A worker that committed something the other half should
+see (new cards; a round delivered, so there is room for more) prints a ``w`` line, which
+the server passes on to the other one. When the server goes away, for any reason, each
+worker reads the end of its stdin and stops; if a worker dies, the server starts a new one.
+Work is never lost in between: it is all in the database (intake, clicks, timers, outbox),
+claimed in transactions.
 """
 
 from __future__ import annotations

@@ -192,8 +192,9 @@ def build_app(runtime: Runtime, *, process_before_response: bool = False) -> Asy
             return
         answer = await bounded(_answer(parsed, user))
         await ack(text=answer)
-        # a new request has woken whoever creates it (Runtime.received); anything else may
-        # have queued messages, timers or work for either half
+        # a new request is work for whoever creates it (woken again here: a write that was
+        # not confirmed in time may still land); anything else may have queued messages,
+        # timers or work for either half
         runtime.wake("work" if isinstance(parsed, CreateRequest) else "all")
 
     async def _answer(parsed: object, user: str) -> str:

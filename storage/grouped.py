@@ -39,11 +39,8 @@ class Grouped(Generic[T, R]):
     async def _drain(self) -> None:
         while self._queued:
             room = await self._room() if self._room is not None else None
-            if room is None:
-                group, self._queued = self._queued, []
-            else:
-                room = max(1, room)
-                group, self._queued = self._queued[:room], self._queued[room:]
+            take = len(self._queued) if room is None else max(1, room)
+            group, self._queued = self._queued[:take], self._queued[take:]
             try:
                 results = await self._write([item for item, _ in group])
             except Exception as exc:

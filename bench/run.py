@@ -139,7 +139,7 @@ async def main(args: argparse.Namespace) -> None:
     first = await ack.run(work / "ack", seconds=args.seconds)
     print(json.dumps(first, indent=1), flush=True)
     print(f"4. {args.open:,} open requests ...", flush=True)
-    scaled = await scale.run(work / "scale", count=args.open)
+    scaled = await scale.run_apart(work / "scale", count=args.open)
     print(json.dumps(scaled, indent=1), flush=True)
     print("5. a slow LLM advisor ...", flush=True)
     slow = await ack.run(work / "llm", seconds=args.seconds, baseline=False, llm_delay=2.0)

@@ -36,7 +36,11 @@ log = logging.getLogger("approvals.delivery")
 MAX_ATTEMPTS = 10
 CARD_EVENT = "approval_card"  # message metadata event types of what the bot posts
 NOTICE_EVENT = "approvals_notice"
-BATCH = 100  # messages claimed per round: one claim and one record for all of them
+# Messages claimed per round: one claim and one record for all of them. Room for new
+# requests opens as a round is recorded (bot.runtime), so the round sets the pipeline's
+# beat: rounds of 100 left the work half and then the acknowledgements waiting ~30 ms at
+# the end of each; rounds of 50 gave 8 % more acknowledgements a second for the same CPU.
+BATCH = 50
 CONCURRENCY = 16  # calls to Slack in flight at once (each to another person's DM)
 HOME_REPUBLISH = 3  # publishes of one Home in a row while it keeps changing under us
 # Slack takes about 100 views.publish a minute per workspace (rate limit tier 4): App Home

@@ -44,14 +44,14 @@ from storage.store import Received, Store
 log = logging.getLogger("approvals.runtime")
 
 TIMER_BATCH = 100
-# New requests created ahead of delivery, at most: beyond it creation waits for the next
-# round of cards, so the intake fills and acknowledgements slow (storage.store.INTAKE_HOLD)
+# New requests created ahead of delivery, at most (two rounds of cards): beyond it creation
+# waits for the next round, so the intake fills and acknowledgements slow (storage.store.INTAKE_HOLD)
 # instead of cards falling behind their acknowledgements.
-AHEAD_MAX = BATCH
+AHEAD_MAX = 2 * BATCH
 # The same bound when delivery runs in a process of its own (Part "work"): messages to
 # people not yet sent, read from the database; each round the delivery process sends wakes
 # this one (through the server), and it looks again after ROOM_POLL seconds regardless.
-SPLIT_AHEAD = 2 * BATCH
+SPLIT_AHEAD = 4 * BATCH
 ROOM_POLL = 0.05
 LOCK_GAP = 0.002  # seconds between two write transactions of the work process (SQLite)
 SLACK_TIMEOUT = 10  # seconds for one Slack Web API call

@@ -44,9 +44,9 @@ from storage.store import Received, Store
 log = logging.getLogger("approvals.runtime")
 
 TIMER_BATCH = 100
-# New requests created ahead of delivery, at most (two rounds of cards): beyond it creation
-# waits for the next round, so the intake fills and acknowledgements slow (storage.store.INTAKE_HOLD)
-# instead of cards falling behind their acknowledgements.
+# New requests created ahead of delivery, at most (two rounds of cards): beyond it
+# creation waits for the next round, so the intake fills and acknowledgements slow
+# (storage.store.INTAKE_HOLD) instead of cards falling behind their acknowledgements.
 AHEAD_MAX = 2 * BATCH
 # The same bound when delivery runs in a process of its own (Part "work"): messages to
 # people not yet sent, read from the database; each round the delivery process sends wakes

@@ -134,6 +134,7 @@ async def serve_http(runtime: Runtime, *, host: str, port: int) -> None:
             if runtime.settings.worker != "inline" and runtime.policy_path is not None:
                 workers = Workers(policy_path=runtime.policy_path,
                                   split=runtime.settings.worker == "split")
+                workers.on_work = runtime.store.intake_moved
                 # Homes are published by several processes: each publish checks it was last
                 runtime.deliverer.only_publisher = False
                 await runtime.db.leave_checkpoints_to_others()  # the workers checkpoint WAL

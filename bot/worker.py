@@ -148,13 +148,27 @@ class Workers:
     by the other through the server."""
 
     def __init__(self, *, policy_path: Path, split: bool = False) -> None:
+        # called when the worker that creates requests committed something: submissions
+        # held back while the intake is behind may be let in (Store.intake_moved)
+        self.on_work: Callable[[], None] | None = None
         if split:
             work = WorkerProcess(policy_path=policy_path, part="work")
             delivery = WorkerProcess(policy_path=policy_path, part="delivery")
-            work.on_wake, delivery.on_wake = delivery.wake, work.wake
+
+            def worked() -> None:
+                delivery.wake()
+                self._worked()
+
+            work.on_wake, delivery.on_wake = worked, work.wake
             self.processes = [work, delivery]
         else:
-            self.processes = [WorkerProcess(policy_path=policy_path)]
+            single = WorkerProcess(policy_path=policy_path)
+            single.on_wake = self._worked
+            self.processes = [single]
+
+    def _worked(self) -> None:
+        if self.on_work is not None:
+            self.on_work()
 
     async def start(self) -> None:
         await asyncio.gather(*(p.start() for p in self.processes))

@@ -230,6 +230,33 @@ async def test_held_acknowledgements_are_let_in_as_far_as_there_is_room_oldest_f
     assert await store.intake_waiting() == 2
 
 
+async def test_a_held_acknowledgement_looks_again_as_soon_as_a_worker_says_it_created_some(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker that empties the intake is another process (another store): once it
+    says so (Store.intake_moved, from its wake line), the held submission looks again at
+    once instead of at the next poll."""
+    import asyncio
+
+    from storage.store import Store
+
+    store, policy = ws.runtime.store, ws.runtime.policy
+    desks = holding(ws, monkeypatch, limit=1)
+    monkeypatch.setattr(store_module, "INTAKE_POLL", 30.0)  # no poll within the test
+    await store.receive(desks(1), policy=policy)
+    held = asyncio.create_task(store.receive(desks(2), policy=policy))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not held.done()
+
+    worker = Store(ws.runtime.db, advisor=store.advisor)
+    assert [o.request.ref for o in await worker.process_intake(ws.clock.now())] == ["PR-1"]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not held.done(), "nobody said so yet"
+    store.intake_moved()
+    assert (await asyncio.wait_for(held, timeout=5)).request.ref == "PR-2"
+
+
 async def test_a_held_acknowledgement_goes_out_after_the_hold_at_the_latest(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     from decimal import Decimal

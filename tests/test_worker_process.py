@@ -152,9 +152,12 @@ async def test_inline_mode_runs_everything_in_one_process(slack: FakeSlack,
 
 
 async def test_a_workers_wake_line_wakes_the_other_and_anything_else_is_logged(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Split, each half tells the server (a ``w`` line) that the other has something to do;
-    the server passes it on. Coalesced: many wakes in one turn of the loop are one line."""
+    the server passes it on, and a line from the half that creates requests also lets
+    submissions held back while the intake was full look again. Coalesced: many wakes in
+    one turn of the loop are one line."""
     import asyncio
     import io
     import logging
@@ -172,16 +175,24 @@ async def test_a_workers_wake_line_wakes_the_other_and_anything_else_is_logged(
     workers = Workers(policy_path=tmp_path / "policy.yml", split=True)
     work, delivery = workers.processes
     assert (work.part, delivery.part) == ("work", "delivery")
-    assert work.on_wake == delivery.wake and delivery.on_wake == work.wake
+    assert delivery.on_wake == work.wake
     woken: list[str] = []
-    work.on_wake = lambda: woken.append("delivery")
+    monkeypatch.setattr(delivery, "wake", lambda: woken.append("delivery"))
+    workers.on_work = lambda: woken.append("held submissions")  # Store.intake_moved
     stream = asyncio.StreamReader()
     stream.feed_data(WAKE + b"something to say\n" + WAKE)
     stream.feed_eof()
     with caplog.at_level(logging.INFO, logger="approvals.worker"):
         await work._pass_on(stream)
-    assert woken == ["delivery", "delivery"]
+    assert woken == ["delivery", "held submissions"] * 2
     assert "worker: something to say" in caplog.text
+
+    single = Workers(policy_path=tmp_path / "policy.yml")
+    single.on_work = lambda: woken.append("held submissions")
+    woken.clear()
+    assert single.processes[0].on_wake is not None
+    single.processes[0].on_wake()
+    assert woken == ["held submissions"]
 
 
 def test_a_wake_reaches_the_worker_doing_that_part_of_the_work(

@@ -329,6 +329,23 @@ async def test_the_write_ahead_log_is_checkpointed_by_the_tick_not_by_commits(
     logged, copied = done
     assert logged > 1000, "60 submissions' pages waited in the log for the tick"
     assert copied == logged
+    # copied in a thread: this process's event loop goes on meanwhile
+    for n in range(60):
+        await store.submit(submit_cmd(9100 + n, at_offset=n), policy=policy)
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counting = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    turns = 0
+    done = await db.checkpoint()
+    counting.cancel()
+    assert done is not None and done[0] > 1000 and turns > 0
     await db.leave_checkpoints_to_others()  # the server: its workers checkpoint
     async with db.write_sql() as sql:
         assert await sql.rows("PRAGMA wal_autocheckpoint") == [(0,)]

@@ -40,6 +40,8 @@ from collections import Counter, deque
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+
 from bench.http11 import Message, Parser, ProtocolError
 from bot.standin.signing import APP_ID, BOT_USER_ID, TEAM_ID
 
@@ -54,7 +56,7 @@ Answer = dict[str, Any]
 Card = tuple[Any, Any, Any, str, str, float, str | None, int]
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+_loads = orjson.loads  # (a card's body in a third of json's time)
 _dumps_sdk = json.dumps  # as slack_sdk (through aiohttp) encodes a JSON body
 
 

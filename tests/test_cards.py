@@ -359,6 +359,8 @@ def test_home_view_stays_within_slacks_limits(policy: Policy) -> None:
     requests = [make(policy, request_id=i) for i in range(1, 301)]
     view = cards.home_view([(r, r.steps[0]) for r in requests], requests, "U_BOB")
     View(**view).validate_json()
+    assert_valid(view["blocks"])
+    assert View(**view).to_dict() == view
     assert view["type"] == "home"
     assert len(view["blocks"]) <= 100
     text = dump(view["blocks"])

@@ -315,6 +315,10 @@ class Database:
             started = time.perf_counter()
             try:
                 return await asyncio.to_thread(run)
+            except sqlite3.OperationalError as exc:
+                if sqlite_inline.busy(exc):
+                    return -1, -1  # as when another checkpoint is under way: next tick
+                raise translated(exc, statement, ()) from exc
             except sqlite3.Error as exc:
                 raise translated(exc, statement, ()) from exc
             finally:

@@ -39,7 +39,8 @@ database_time = _Clock()
 _BUSY_MESSAGES = ("database is locked", "database table is locked", "database is busy")
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
+def busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds a lock (try again later)."""
     return str(exc).lower().startswith(_BUSY_MESSAGES)
 
 
@@ -52,7 +53,7 @@ async def patiently(call: Callable[[], Any]) -> Any:
         try:
             return call()
         except sqlite3.OperationalError as exc:
-            if not _busy(exc):
+            if not busy(exc):
                 raise
             now = time.monotonic()
             deadline = deadline if deadline is not None else now + BUSY_TIMEOUT

@@ -311,6 +311,38 @@ async def _policy(store: Store) -> Policy:
     return await store.policy(versions[0])
 
 
+async def test_a_checkpoint_that_finds_the_log_locked_waits_for_the_next_tick(
+        store: Store) -> None:
+    """A lock held elsewhere is no outage: the checkpoint says it copied nothing, as
+    SQLite does when another one is under way, and the next tick tries again; any other
+    error is raised as SQLAlchemy raises it (the tick logs it in one line)."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    db = store.db
+    if not db.sqlite:
+        pytest.skip("SQLite only: PostgreSQL checkpoints by itself")
+
+    class Failing:
+        def __init__(self, message: str) -> None:
+            self.message = message
+
+        def execute(self, _statement: str) -> None:
+            raise sqlite3.OperationalError(self.message)
+
+        def close(self) -> None:
+            pass
+
+    db._checkpointer = Failing("database is locked")  # type: ignore[assignment]
+    assert await db.checkpoint() == (-1, -1)
+    db._checkpointer = Failing("disk I/O error")  # type: ignore[assignment]
+    with pytest.raises(OperationalError, match="disk I/O error"):
+        await db.checkpoint()
+    db._checkpointer = None
+    assert await db.checkpoint() is not None
+
+
 async def test_the_write_ahead_log_is_checkpointed_by_the_tick_not_by_commits(
         store: Store, policy: Policy) -> None:
     """A commit that copies the log into the database file stalls for milliseconds: that
